@@ -1,0 +1,5 @@
+"""LAION-5B wide table: rebuild one wide table from LAION's metadata families."""
+
+from etl.hashing import laion_hash
+
+__all__ = ["laion_hash"]

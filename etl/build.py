@@ -1,0 +1,122 @@
+"""Run a build plan: materialise each table's SELECT into its table, layer by layer.
+
+For each table: bind the input views it names, run its SQL, check the result's schema against
+the contract, write it (only the chosen subset partitions when `--subsets` is given) and
+register it as `laion.<table>`. Writes are serialised: one writer per table at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from etl.config import Config
+from etl.contracts import ContractError
+from etl.images import INDEX_DDL, index_batches
+from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, BuildPlan
+from etl.progress import step
+from etl.project import DATABASE, Table, discover_tables
+from etl.sources import read_family
+from etl.writer import register_table, table_exists, write_table
+
+SUBSET_DEFAULTS_VIEW = "cfg_subsets"
+
+
+class BuildError(RuntimeError):
+    """A build step that cannot go on; the message names the table."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    table: str
+    layer: str
+    rows_in: Optional[int]
+    rows_out: Optional[int]
+    version: Optional[int]
+    seconds: float
+    path: str
+
+
+def register_existing_tables(spark, config: Config) -> list[Table]:
+    """Register every table already in the warehouse, so SQL can name it `laion.<table>`."""
+    present = []
+    for table in discover_tables():
+        path = table.path(config)
+        if table_exists(spark, path, config.format):
+            register_table(spark, table.name, path, config.format, bool(table.partition_by(config)))
+            present.append(table)
+    return present
+
+
+def run_build(spark, plan: BuildPlan) -> list[StepResult]:
+    config = plan.config
+    register_existing_tables(spark, config)
+    rows_out: dict[str, Optional[int]] = {}
+    results = []
+    for table in plan.tables:
+        _require_upstream(spark, config, table)
+        _bind_input_views(spark, plan, table)
+        rows_in = plan.input_rows(table)
+        if rows_in is None and table.upstream_tables:
+            rows_in = rows_out.get(_driving_table(table))
+        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table)}") as timer:
+            written = _materialise(spark, plan, table)
+        rows_out[table.name] = written.rows_written
+        results.append(StepResult(
+            table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
+            version=written.version, seconds=timer.seconds, path=table.path(config),
+        ))
+    return results
+
+
+def _materialise(spark, plan: BuildPlan, table: Table):
+    df = spark.sql(table.sql)
+    actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    problems = table.contract.schema_differences(actual)
+    if problems:
+        raise ContractError(f"{table.name}: the SELECT in {table.sql_path.name} breaks its contract "
+                            f"{table.contract.path.name}: {'; '.join(problems)}")
+    partition_by = table.partition_by(plan.config)
+    written = write_table(spark, df, table.path(plan.config), plan.config.format, partition_by, plan.subsets)
+    register_table(spark, table.name, table.path(plan.config), plan.config.format, bool(partition_by))
+    return written
+
+
+def _require_upstream(spark, config: Config, table: Table) -> None:
+    known = {t.name: t for t in discover_tables()}
+    for name in table.upstream_tables:
+        upstream = known.get(name)
+        if upstream is None:
+            raise BuildError(f"{table.name}: {table.sql_path.name} reads {DATABASE}.{name}, which no sql/ file defines")
+        if not table_exists(spark, upstream.path(config), config.format):
+            raise BuildError(f"{table.name}: needs {DATABASE}.{name}, which is not built yet at "
+                             f"{upstream.path(config)} (build layer {upstream.layer} first)")
+
+
+def _driving_table(table: Table) -> Optional[str]:
+    """The table that sets the grain: by convention the first one the SQL reads."""
+    match = re.search(rf"\b{DATABASE}\.([a-z0-9_]+)", table.sql)
+    return match.group(1) if match else None
+
+
+def _bind_input_views(spark, plan: BuildPlan, table: Table) -> None:
+    for view in table.input_views:
+        if view in SOURCE_VIEWS:
+            read_family(spark, SOURCE_VIEWS[view], plan.source_files[SOURCE_VIEWS[view]]).createOrReplaceTempView(view)
+        elif view == IMAGE_VIEW:
+            _image_index_source(spark, plan).createOrReplaceTempView(view)
+        elif view == SUBSET_DEFAULTS_VIEW:
+            rows = [(s.name, s.language) for s in plan.config.sources]
+            spark.createDataFrame(rows, "subset string, default_language string").createOrReplaceTempView(view)
+        else:
+            raise BuildError(f"{table.name}: {table.sql_path.name} reads view {view!r}, which the framework does not provide")
+
+
+def _image_index_source(spark, plan: BuildPlan):
+    shards = [(s.folder, s.file_name) for s in plan.image_shards]
+    if not shards:
+        return spark.createDataFrame([], INDEX_DDL)
+    listing = spark.createDataFrame(shards, "folder string, file_name string")
+    # One shard per task: the work is opening image files, which parallelises well.
+    return listing.repartition(min(len(shards), 64)).mapInArrow(index_batches, INDEX_DDL)

@@ -1,0 +1,156 @@
+"""`laion-etl`: synth, build, sql, tables.
+
+Exit codes: 0 success, 1 a handled failure (a build step, a broken contract), 2 bad usage,
+bad configuration or a missing input. Errors are one line on stderr naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pyspark.errors import PySparkException
+
+from etl.config import Config, ConfigError, load_config
+from etl.sources import MissingInputError, SourceError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("etl")
+
+
+def comma_list(value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="laion-etl", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write a synthetic LAION-like source tree")
+    synth.add_argument("--out", required=True, type=Path, help="folder to write the sources into")
+    synth.add_argument("--rows", type=positive_int, default=20_000, help="base rows over all subsets")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--parts", type=positive_int, default=3, help="part files per family and subset")
+    synth.add_argument("--real-pairs", type=Path, help="parquet of real URL/TEXT pairs to draw from")
+    synth.add_argument("--images", choices=("files", "webdataset", "parquet"),
+                       help="also write an img2dataset output folder in this format")
+
+    build = commands.add_parser("build", help="rebuild the layers ODS -> DMD -> DMS")
+    _add_config(build)
+    build.add_argument("--layers", type=comma_list, help="comma-separated layers (default: ods,dmd,dms)")
+    build.add_argument("--subsets", type=comma_list, help="comma-separated subsets to rebuild (default: all)")
+    build.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+
+    sql = commands.add_parser("sql", help="run Spark SQL over the laion.* tables (no query: a prompt)")
+    _add_config(sql)
+    sql.add_argument("query", nargs="?", help="one SQL statement")
+    sql.add_argument("--limit", type=positive_int, default=50, help="rows to print (default 50)")
+
+    tables = commands.add_parser("tables", help="list the tables: name, layer, version, rows, path")
+    _add_config(tables)
+    return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config file (see README)")
+    parser.add_argument("--engine", choices=("sail", "spark", "connect"), help="override the config's engine")
+
+
+def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        if args.command == "synth":
+            return _synth(args)
+        config = load_config(args.config, overrides={"engine": args.engine})
+        if args.command == "build":
+            return _build(args, config, submitted)
+        if args.command == "sql":
+            return _sql(args, config, submitted)
+        return _tables(config, submitted)
+    except (ConfigError, MissingInputError) as exc:
+        print(f"laion-etl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SourceError, RuntimeError, PySparkException) as exc:
+        log.debug("failure detail", exc_info=True)
+        print(f"laion-etl: failed: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _first_line(exc: Exception) -> str:
+    """Engine errors carry a JVM or server trace after their first line; the line is the news."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _synth(args) -> int:
+    from etl.synth import generate
+
+    try:
+        summary = generate(args.out, rows=args.rows, seed=args.seed, real_pairs=args.real_pairs,
+                           images=args.images, parts=args.parts)
+    except ValueError as exc:
+        raise ConfigError(f"synth: {exc}") from None
+    print(f"wrote synthetic LAION sources to {args.out}")
+    for name, counts in summary.items():
+        print(f"  {name}: {counts}")
+    return EXIT_OK
+
+
+def _build(args, config: Config, submitted: bool) -> int:
+    from etl.plan import make_plan
+    from etl.summary import format_plan, format_results
+
+    plan = make_plan(config, layers=args.layers, subsets=args.subsets)
+    if args.dry_run:
+        print(format_plan(plan))
+        return EXIT_OK
+    from etl.build import run_build
+    from etl.session import open_session
+
+    with open_session(config, submitted=submitted) as spark:
+        results = run_build(spark, plan)
+    print(format_results(results, config))
+    return EXIT_OK
+
+
+def _sql(args, config: Config, submitted: bool) -> int:
+    from etl.build import register_existing_tables
+    from etl.query import interactive_prompt, run_query
+    from etl.session import open_session
+
+    with open_session(config, submitted=submitted) as spark:
+        register_existing_tables(spark, config)
+        if args.query:
+            print(run_query(spark, args.query, args.limit))
+        else:
+            interactive_prompt(spark, args.limit)
+    return EXIT_OK
+
+
+def _tables(config: Config, submitted: bool) -> int:
+    from etl.summary import format_tables, table_inventory
+    from etl.session import open_session
+
+    with open_session(config, submitted=submitted) as spark:
+        print(format_tables(table_inventory(spark, config)))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

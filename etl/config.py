@@ -1,0 +1,251 @@
+"""The one configuration schema: load a YAML file, apply `LAION_ETL__*` overrides, validate.
+
+Every error names the offending key (`sources.laion2B-en.base: ...`) so a user can fix the file
+without reading code. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+ENV_PREFIX = "LAION_ETL__"
+ENGINES = ("sail", "spark", "connect")
+FORMATS = ("delta", "parquet")
+DEFAULT_LANGUAGES = {"laion2B-en": "en", "laion1B-nolang": "nolang"}
+LAYERS_FILE = Path(__file__).resolve().parent.parent / "conf" / "layers.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SubsetSources:
+    name: str
+    base: tuple[str, ...]
+    joined: tuple[str, ...]
+    aesthetic: tuple[str, ...]  # priority order: the first source holding a hash wins
+    language: Optional[str]
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str = "local[2]"
+    shuffle_partitions: int = 4
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    partition_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    engine: str
+    format: str
+    warehouse: str
+    sources: tuple[SubsetSources, ...]
+    images: tuple[str, ...]
+    layers: Mapping[str, LayerSettings]
+    spark: SparkSettings
+    connect_url: Optional[str]
+    s3_endpoint: Optional[str]
+    path: Optional[Path] = None
+
+    @property
+    def subset_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sources)
+
+    def table_path(self, layer: str, table: str) -> str:
+        return join_uri(self.warehouse, layer, table)
+
+
+def join_uri(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def load_config(path: str | os.PathLike, overrides: Optional[Mapping[str, Any]] = None,
+                environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Read, override (environment, then explicit `overrides`), validate."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: the top level must be a mapping")
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = value
+    return parse_config(raw, base_dir=config_path.resolve().parent, path=config_path)
+
+
+def apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
+    """`LAION_ETL__SPARK__SHUFFLE_PARTITIONS=8` sets raw['spark']['shuffle_partitions'].
+
+    Keys match case-insensitively so subset names like `laion2B-en` can be reached; values are
+    YAML scalars (`8`, `true`, `[a, b]`) and a plain `a,b` becomes a list where a list is expected.
+    """
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        node = raw
+        for key in keys[:-1]:
+            existing = _find_key(node, key)
+            if not isinstance(node.get(existing), dict):
+                node[existing] = {}
+            node = node[existing]
+        leaf = _find_key(node, keys[-1])
+        parsed = yaml.safe_load(value) if value.strip() else None
+        if isinstance(node.get(leaf), list) and isinstance(parsed, str):
+            parsed = [item.strip() for item in parsed.split(",") if item.strip()]
+        node[leaf] = parsed
+
+
+def _find_key(node: dict, key: str) -> str:
+    for existing in node:
+        if str(existing).lower() == key.lower():
+            return existing
+    return key.lower()
+
+
+def parse_config(raw: Mapping[str, Any], base_dir: Path, path: Optional[Path] = None) -> Config:
+    known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3"}
+    _refuse_unknown(raw, known, "")
+    engine = _choice(raw, "engine", ENGINES, default="sail")
+    fmt = _choice(raw, "format", FORMATS, default="delta")
+    warehouse = _path(_required(raw, "warehouse", str), base_dir)
+    sources_raw = _required(raw, "sources", dict)
+    if not sources_raw:
+        raise ConfigError("sources: at least one subset is required")
+    sources = tuple(_parse_subset(str(name), spec, base_dir) for name, spec in sources_raw.items())
+    images = tuple(_path(p, base_dir) for p in _string_list(raw.get("images"), "images"))
+    connect_url = raw.get("connect_url")
+    if engine == "connect" and not (isinstance(connect_url, str) and connect_url.startswith("sc://")):
+        raise ConfigError("connect_url: engine 'connect' needs a Spark Connect URL like sc://host:15002")
+    s3_raw = _mapping(raw.get("s3"), "s3")
+    _refuse_unknown(s3_raw, {"endpoint"}, "s3.")
+    return Config(
+        engine=engine,
+        format=fmt,
+        warehouse=warehouse,
+        sources=sources,
+        images=images,
+        layers=_parse_layers(raw.get("layers")),
+        spark=_parse_spark(raw.get("spark")),
+        connect_url=connect_url,
+        s3_endpoint=s3_raw.get("endpoint"),
+        path=path,
+    )
+
+
+def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
+    where = f"sources.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping with base, joined, aesthetic, language")
+    _refuse_unknown(spec, {"base", "joined", "aesthetic", "language"}, where + ".")
+    base = _string_list(spec.get("base"), where + ".base")
+    joined = _string_list(spec.get("joined"), where + ".joined")
+    for family, globs in (("base", base), ("joined", joined)):
+        if not globs:
+            raise ConfigError(f"{where}.{family}: required (one or more path globs)")
+    language = spec.get("language", DEFAULT_LANGUAGES.get(name))
+    if language is not None and not isinstance(language, str):
+        raise ConfigError(f"{where}.language: must be a string")
+    return SubsetSources(
+        name=name,
+        base=tuple(_path(g, base_dir) for g in base),
+        joined=tuple(_path(g, base_dir) for g in joined),
+        aesthetic=tuple(_path(g, base_dir) for g in _string_list(spec.get("aesthetic"), where + ".aesthetic")),
+        language=language,
+    )
+
+
+def _parse_spark(raw: Any) -> SparkSettings:
+    spec = _mapping(raw, "spark")
+    _refuse_unknown(spec, {"master", "shuffle_partitions", "conf"}, "spark.")
+    partitions = spec.get("shuffle_partitions", SparkSettings.shuffle_partitions)
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+        raise ConfigError("spark.shuffle_partitions: must be a positive integer")
+    conf = _mapping(spec.get("conf"), "spark.conf")
+    return SparkSettings(
+        master=str(spec.get("master", SparkSettings.master)),
+        shuffle_partitions=partitions,
+        conf={str(k): str(v) for k, v in conf.items()},
+    )
+
+
+def _parse_layers(raw: Any) -> dict[str, LayerSettings]:
+    defaults = yaml.safe_load(LAYERS_FILE.read_text(encoding="utf-8"))
+    merged = {layer: dict(spec) for layer, spec in defaults.items()}
+    for layer, spec in _mapping(raw, "layers").items():
+        if layer not in merged:
+            raise ConfigError(f"layers.{layer}: unknown layer (known: {', '.join(merged)})")
+        merged[layer].update(_mapping(spec, f"layers.{layer}"))
+    layers = {}
+    for layer, spec in merged.items():
+        _refuse_unknown(spec, {"partition_by"}, f"layers.{layer}.")
+        layers[layer] = LayerSettings(partition_by=tuple(_string_list(spec.get("partition_by"), f"layers.{layer}.partition_by")))
+    return layers
+
+
+def _refuse_unknown(mapping: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(map(str, mapping)) - known)
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (expected one of: {', '.join(sorted(known))})")
+
+
+def _required(raw: Mapping[str, Any], key: str, kind: type) -> Any:
+    if raw.get(key) is None:
+        raise ConfigError(f"{key}: required")
+    if not isinstance(raw[key], kind):
+        raise ConfigError(f"{key}: must be a {kind.__name__}")
+    return raw[key]
+
+
+def _choice(raw: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = raw.get(key) or default
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    return value
+
+
+def _string_list(value: Any, where: str) -> list[str]:
+    """A list of strings; a single string (comma-separated allowed) counts as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ConfigError(f"{where}: must be a string or a list of strings")
+
+
+def _path(value: str, base_dir: Path) -> str:
+    if is_remote(value) or os.path.isabs(value):
+        return value
+    return str((base_dir / value).resolve())

@@ -1,0 +1,98 @@
+"""The build plan: which tables, from which inputs, in which order — resolved before any engine starts.
+
+Planning expands every glob and reads every parquet footer, so a missing or unreadable input
+fails in seconds with its name, not an hour into the build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from etl.config import Config, ConfigError
+from etl.images import list_shards
+from etl.project import LAYERS, Table, discover_tables
+from etl.sources import FAMILIES, MissingInputError, SourceFile, resolve_files
+
+SOURCE_VIEWS = {f"src_laion_{family}": family for family in FAMILIES}
+IMAGE_VIEW = "src_image_index"
+
+
+@dataclass(frozen=True)
+class ImageShard:
+    folder: str
+    file_name: str
+
+
+@dataclass
+class BuildPlan:
+    config: Config
+    layers: tuple[str, ...]
+    subsets: Optional[tuple[str, ...]]  # None: every configured subset, whole tables rewritten
+    tables: list[Table]
+    source_files: dict[str, list[SourceFile]] = field(default_factory=dict)
+    image_shards: list[ImageShard] = field(default_factory=list)
+
+    @property
+    def subset_names(self) -> tuple[str, ...]:
+        return self.subsets or self.config.subset_names
+
+    def input_rows(self, table: Table) -> Optional[int]:
+        """Rows read from source files by an ODS table; None where it reads tables."""
+        families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
+        if families:
+            return sum(f.footer.num_rows for family in families for f in self.source_files[family])
+        return None
+
+    def describe_inputs(self, table: Table) -> str:
+        parts = []
+        for view in table.input_views:
+            if view in SOURCE_VIEWS:
+                files = self.source_files[SOURCE_VIEWS[view]]
+                parts.append(f"{len(files)} {SOURCE_VIEWS[view]} files ({sum(f.footer.num_rows for f in files):,} rows)")
+            elif view == IMAGE_VIEW:
+                parts.append(f"{len(self.image_shards)} img2dataset shards in {len(self.config.images)} folders")
+        parts.extend(f"laion.{name}" for name in table.upstream_tables)
+        return ", ".join(parts) or "-"
+
+
+def make_plan(config: Config, layers: Optional[Sequence[str]] = None,
+              subsets: Optional[Sequence[str]] = None) -> BuildPlan:
+    chosen_layers = tuple(layers) if layers else LAYERS
+    unknown = [layer for layer in chosen_layers if layer not in LAYERS]
+    if unknown:
+        raise ConfigError(f"--layers: unknown layer {unknown[0]!r} (known: {', '.join(LAYERS)})")
+    if subsets:
+        missing = [s for s in subsets if s not in config.subset_names]
+        if missing:
+            raise ConfigError(f"--subsets: {missing[0]!r} is not in the config's sources "
+                              f"({', '.join(config.subset_names)})")
+    tables = [t for t in discover_tables() if t.layer in chosen_layers]
+    plan = BuildPlan(config=config, layers=chosen_layers, subsets=tuple(subsets) if subsets else None, tables=tables)
+    needed_views = {view for table in tables for view in table.input_views}
+    for view, family in SOURCE_VIEWS.items():
+        if view in needed_views:
+            plan.source_files[family] = _family_files(config, family, plan.subset_names)
+    if IMAGE_VIEW in needed_views:
+        plan.image_shards = _image_shards(config)
+    return plan
+
+
+def _family_files(config: Config, family: str, subsets: Sequence[str]) -> list[SourceFile]:
+    files = []
+    for sources in config.sources:
+        if sources.name not in subsets:
+            continue
+        files.extend(resolve_files(family, sources.name, getattr(sources, family), ranked=family == "aesthetic"))
+    return files
+
+
+def _image_shards(config: Config) -> list[ImageShard]:
+    shards = []
+    for folder in config.images:
+        try:
+            names = list_shards(folder)
+        except FileNotFoundError:
+            raise MissingInputError(f"images: img2dataset output folder not found: {folder}") from None
+        shards.extend(ImageShard(folder.rstrip("/"), name) for name in names)
+    return shards

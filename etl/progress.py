@@ -1,0 +1,44 @@
+"""Progress for long steps: a start line, a heartbeat while the engine works, an end line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+log = logging.getLogger("etl")
+
+HEARTBEAT_SECONDS = 15.0
+
+
+class StepTimer:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.seconds = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@contextmanager
+def step(description: str, heartbeat: float = HEARTBEAT_SECONDS) -> Iterator[StepTimer]:
+    """Log `description`, then every `heartbeat` seconds until the block ends, then its time."""
+    timer = StepTimer()
+    log.info("%s ...", description)
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(heartbeat):
+            log.info("%s ... still running (%.0f s)", description, timer.elapsed())
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield timer
+    finally:
+        done.set()
+        thread.join()
+        timer.seconds = timer.elapsed()
+        log.info("%s done in %.1f s", description, timer.seconds)

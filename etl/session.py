@@ -1,0 +1,105 @@
+"""The one session factory, shared by the CLI, the spark-submit jobs and the tests.
+
+`sail`: LakeSail's Spark Connect server started in this process (no JVM, real Delta tables).
+`spark`: a classic JVM SparkSession; under spark-submit it attaches to the submitted context.
+`connect`: a remote Spark Connect endpoint.
+Whatever the engine, the session has `laion_hash` registered and the `laion` database created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from etl.config import Config
+from etl.hashing import register_laion_hash
+from etl.project import DATABASE
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSIONS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def export_s3_settings(config: Config) -> None:
+    """Hand `s3.endpoint` to boto3/pyarrow (`AWS_ENDPOINT_URL`) and to Sail (`AWS_ENDPOINT`)."""
+    if not config.s3_endpoint:
+        return
+    os.environ["AWS_ENDPOINT_URL"] = config.s3_endpoint
+    os.environ["AWS_ENDPOINT"] = config.s3_endpoint
+    if config.s3_endpoint.startswith("http://"):
+        os.environ["AWS_ALLOW_HTTP"] = "true"
+
+
+@contextmanager
+def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
+    """A ready SparkSession for `config.engine`; stopped (session before server) on exit.
+
+    `submitted=True` means we run under spark-submit: the JVM engine is used whatever the
+    config says, and master/packages come from the spark-submit command line.
+    """
+    export_s3_settings(config)
+    engine = "spark" if submitted else config.engine
+    server = None
+    if engine == "sail":
+        spark, server = _sail_session(config)
+    elif engine == "spark":
+        spark = _jvm_session(config, submitted)
+    else:
+        spark = _connect_session(config.connect_url)
+    try:
+        spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        register_laion_hash(spark)
+        spark.sql(f"create database if not exists {DATABASE}")
+        yield spark
+    finally:
+        spark.stop()
+        if server is not None:
+            server.stop()
+
+
+def _sail_session(config: Config):
+    from pysail.spark import SparkConnectServer
+
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    server.start(background=True)
+    host, port = server.listening_address
+    log.info("sail: Spark Connect server on %s:%s", host, port)
+    try:
+        return _connect_session(f"sc://{host}:{port}"), server
+    except Exception:
+        server.stop()
+        raise
+
+
+def _connect_session(url: Optional[str]):
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.remote(url).getOrCreate()
+
+
+def _jvm_session(config: Config, submitted: bool):
+    from pyspark.sql import SparkSession
+
+    # Python workers must run the interpreter that has mmh3 and pyarrow.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("laion-etl")
+    if not submitted:
+        builder = builder.master(config.spark.master).config("spark.ui.enabled", "false")
+    settings = dict(config.spark.conf)
+    if config.format == "delta":
+        settings = {**DELTA_EXTENSIONS, **settings}
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    if config.format == "delta" and not submitted:
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    return builder.getOrCreate()

@@ -1,0 +1,90 @@
+"""Paths that may be local or `s3://`: globbing, listing and parquet footers via pyarrow.fs.
+
+The S3 endpoint comes from the environment (`AWS_ENDPOINT_URL`, set from the config's
+`s3.endpoint` by the session factory), credentials from the usual AWS variables.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob as local_glob
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem holding `uri` and the path inside it."""
+    if uri.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
+        options = {}
+        if endpoint:
+            parsed = urlparse(endpoint)
+            options["endpoint_override"] = parsed.netloc or parsed.path
+            options["scheme"] = parsed.scheme or "https"
+        if os.environ.get("AWS_REGION"):
+            options["region"] = os.environ["AWS_REGION"]
+        return pafs.S3FileSystem(**options), uri[len("s3://"):]
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """Files matching `pattern`, sorted; local patterns return absolute paths."""
+    if not pattern.startswith("s3://"):
+        return sorted(p for p in local_glob.glob(pattern) if os.path.isfile(p))
+    fs, path = filesystem(pattern)
+    prefix = path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    root = prefix.rsplit("/", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return sorted("s3://" + i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path))
+
+
+@dataclass(frozen=True)
+class ParquetFooter:
+    path: str
+    num_rows: int
+    schema: object  # pyarrow.Schema
+    # Float columns whose row-group min equals max: NaNs may hide there, and Sail 0.7.2 reads
+    # such a column as the constant, replacing every NaN with it (measured, silently).
+    constant_float_columns: tuple[str, ...] = ()
+
+    @property
+    def file_name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def read_footer(path: str) -> ParquetFooter:
+    """Row count and schema of one parquet file from its footer alone."""
+    fs, inner = filesystem(path)
+    with fs.open_input_file(inner) as handle:
+        metadata = pq.ParquetFile(handle).metadata
+        return ParquetFooter(path=path, num_rows=metadata.num_rows, schema=metadata.schema.to_arrow_schema(),
+                             constant_float_columns=_constant_float_columns(metadata))
+
+
+def _constant_float_columns(metadata: pq.FileMetaData) -> tuple[str, ...]:
+    found = set()
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            stats = column.statistics
+            if (column.physical_type in ("FLOAT", "DOUBLE") and stats is not None and stats.has_min_max
+                    and stats.min == stats.max):
+                found.add(column.path_in_schema)
+    return tuple(sorted(found))
+
+
+def exists(uri: str) -> bool:
+    fs, inner = filesystem(uri)
+    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def read_table(path: str, columns: list[str]) -> "pa.Table":
+    fs, inner = filesystem(path)
+    return pq.read_table(inner, columns=columns, filesystem=fs)

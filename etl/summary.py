@@ -1,0 +1,90 @@
+"""Plain-text tables for the terminal: the build plan, the build summary, the table inventory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from etl.config import Config
+from etl.project import DATABASE, discover_tables
+from etl.writer import table_exists
+
+
+def format_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)))
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    return text.replace(",", "").replace(".", "").isdigit()
+
+
+def format_plan(plan) -> str:
+    subsets = ", ".join(plan.subset_names)
+    scope = "replace these subset partitions" if plan.subsets else "rewrite whole tables"
+    header = (f"build plan: engine {plan.config.engine}, format {plan.config.format}, "
+              f"warehouse {plan.config.warehouse}\nsubsets: {subsets} ({scope})")
+    rows = [(i + 1, t.layer, f"{DATABASE}.{t.name}", plan.describe_inputs(t), ",".join(t.partition_by(plan.config)) or "-")
+            for i, t in enumerate(plan.tables)]
+    return header + "\n" + format_rows(("step", "layer", "table", "inputs", "partitioned by"), rows)
+
+
+def format_results(results, config: Config) -> str:
+    rows = [(r.layer, f"{DATABASE}.{r.table}", r.rows_in, r.rows_out, r.version, r.seconds) for r in results]
+    total = sum(r.seconds for r in results)
+    return (format_rows(("layer", "table", "rows in", "rows out", "version", "seconds"), rows)
+            + f"\n{len(results)} tables built in {total:.1f} s under {config.warehouse}")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    layer: str
+    version: Optional[int]
+    rows: Optional[int]
+    path: str
+
+
+def table_inventory(spark, config: Config) -> list[TableInfo]:
+    """Every table present in the warehouse with its current version and row count."""
+    inventory = []
+    for table in discover_tables():
+        path = table.path(config)
+        if not table_exists(spark, path, config.format):
+            continue
+        version, rows = _version_and_rows(spark, path, config.format)
+        inventory.append(TableInfo(table.name, table.layer, version, rows, path))
+    return inventory
+
+
+def _version_and_rows(spark, path: str, fmt: str) -> tuple[Optional[int], int]:
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        table = DeltaTable(path)
+        actions = table.get_add_actions(flatten=True)
+        rows = sum(v for v in actions.column("num_records").to_pylist() if v is not None)
+        return table.version(), rows
+    return None, spark.read.format(fmt).load(path).count()
+
+
+def format_tables(inventory: list[TableInfo]) -> str:
+    if not inventory:
+        return "no tables yet: run `laion-etl build --config ...` first"
+    rows = [(f"{DATABASE}.{t.name}", t.layer, t.version, t.rows, t.path) for t in inventory]
+    return format_rows(("table", "layer", "version", "rows", "path"), rows)

@@ -1,0 +1,70 @@
+"""Shared test helpers: the CLI in-process, tables read back independently, row-set comparison."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from etl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_PAIRS = REPO.parent / "shared" / "data" / "laion_url_text_10k.parquet"
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `laion-etl ARGS` in this process; return (exit code, stdout, stderr)."""
+
+    def run(*args: str):
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def read_delta(path) -> pa.Table:
+    """A Delta table read by delta-rs: independent of the engine that wrote it."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path)).to_pyarrow_table()
+
+
+def read_parquet_table(path) -> pa.Table:
+    """A hive-partitioned parquet table (JVM engine output), partition column last."""
+    return ds.dataset(str(path), format="parquet", partitioning="hive").to_table()
+
+
+def _comparable(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 5)
+    return value
+
+
+def row_counter(table: pa.Table) -> Counter:
+    return Counter(tuple(_comparable(v) for v in row.values()) for row in table.to_pylist())
+
+
+def assert_same_rows(actual: pa.Table, expected: pa.Table) -> None:
+    """Same column names in order, same count, and the multiset difference empty both ways."""
+    assert actual.column_names == expected.column_names
+    assert actual.num_rows == expected.num_rows
+    left, right = row_counter(actual), row_counter(expected)
+    assert left - right == Counter(), f"rows only in actual: {list((left - right).elements())[:5]}"
+    assert right - left == Counter(), f"rows only in expected: {list((right - left).elements())[:5]}"
+
+
+def need_java() -> None:
+    """JVM tests must run on CI; elsewhere they skip with the reason."""
+    import os
+
+    if shutil.which("java") is None:
+        if os.environ.get("CI"):
+            pytest.fail("java is not installed on CI: .ci/run must install openjdk-17")
+        pytest.skip("java not found: install a JDK 17 (apt-get install openjdk-17-jre-headless)")

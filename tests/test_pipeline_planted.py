@@ -1,0 +1,116 @@
+"""The whole pipeline on Sail over hand-planted sources, checked row by row through delta-rs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import assert_same_rows, read_delta
+from etl import laion_hash
+from etl.config import load_config
+from etl.project import discover_tables
+from planted import A, B, D, expected_wide_rows, planted_config, write_planted_sources
+
+WIDE_SCHEMA = pa.schema([
+    ("sample_id", pa.int64()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int32()),
+    ("height", pa.int32()), ("similarity", pa.float64()), ("hash", pa.int64()), ("punsafe", pa.float32()),
+    ("pwatermark", pa.float32()), ("image_suffix", pa.string()), ("license", pa.string()), ("nsfw", pa.string()),
+    ("aesthetic_score", pa.float32()), ("language", pa.string()), ("file_name", pa.string()),
+    ("image_path", pa.string()), ("subset", pa.string()),
+])
+
+
+@pytest.fixture(scope="module")
+def planted_build(tmp_path_factory):
+    from etl.cli import main
+
+    root = tmp_path_factory.mktemp("planted")
+    write_planted_sources(root / "sources")
+    config = root / "planted.yaml"
+    config.write_text(planted_config(root / "sources", root / "warehouse"))
+    assert main(["build", "--config", str(config)]) == 0
+    return root, config
+
+
+def test_wide_table_has_exact_schema_and_planted_rows(planted_build):
+    root, _ = planted_build
+    wide = read_delta(root / "warehouse/dms/dms_laion_wide")
+    assert [(f.name, f.type) for f in wide.schema] == [(f.name, f.type) for f in WIDE_SCHEMA]
+    expected = pa.Table.from_pylist(expected_wide_rows(root / "sources"), schema=WIDE_SCHEMA)
+    assert_same_rows(wide.select(WIDE_SCHEMA.names), expected)
+
+
+def test_wide_table_has_one_row_per_joined_row(planted_build):
+    root, _ = planted_build
+    joined = read_delta(root / "warehouse/ods/ods_laion_joined")
+    wide = read_delta(root / "warehouse/dms/dms_laion_wide")
+    assert wide.num_rows == joined.num_rows == 6
+    assert sorted(wide.column("hash").to_pylist()) == sorted(joined.column("hash").to_pylist())
+
+
+def test_ods_base_swaps_width_and_height_back_and_keeps_duplicates(planted_build):
+    root, _ = planted_build
+    base = read_delta(root / "warehouse/ods/ods_laion_base").to_pylist()
+    by_id = {r["sample_id"]: r for r in base}
+    assert (by_id[1]["width"], by_id[1]["height"]) == (640, 480)
+    assert [r["sample_id"] for r in base if r["hash"] == laion_hash(*D)] in ([3, 7], [7, 3])
+    nan_row = [r for r in base if r["url"] == "http://e.example/5.jpg"][0]
+    assert nan_row["sample_id"] is None and nan_row["text"] is None
+
+
+def test_ods_keeps_source_hash_beside_recomputed_one(planted_build):
+    root, _ = planted_build
+    joined = {r["url"]: r for r in read_delta(root / "warehouse/ods/ods_laion_joined").to_pylist()}
+    assert joined[A[0]]["source_hash"] == 12345
+    assert joined[A[0]]["hash"] == laion_hash(*A)
+    assert joined[B[0]]["source_hash"] == joined[B[0]]["hash"]
+
+
+def test_ods_aesthetic_ranks_sources_in_configured_order(planted_build):
+    root, _ = planted_build
+    rows = read_delta(root / "warehouse/ods/ods_laion_aesthetic").to_pylist()
+    ranks = {(r["source_name"], r["url"]): (r["source_rank"], r["aesthetic_score"]) for r in rows}
+    assert ranks[("laion2B-en-aesthetic", A[0])] == (0, np.float32(5.5))
+    assert ranks[("improved_aesthetics_4.5plus", A[0])] == (1, np.float32(5.6))
+
+
+def test_image_index_reads_real_suffix_and_failed_rows(planted_build):
+    root, _ = planted_build
+    index = {r["url"]: r for r in read_delta(root / "warehouse/ods/ods_image_index").to_pylist()}
+    assert index[A[0]]["image_suffix"] == "png"
+    assert index[A[0]]["image_path"].endswith("/images/00000.tar#000000000.jpg")
+    assert index[A[0]]["hash"] == index[A[0]]["source_hash"] == laion_hash(*A)
+    assert index[B[0]]["status"] == "failed_to_download"
+    assert index[B[0]]["image_path"] is None and index[B[0]]["image_suffix"] is None
+
+
+def test_dmd_has_one_row_per_base_row(planted_build):
+    root, _ = planted_build
+    dmd = read_delta(root / "warehouse/dmd/dmd_image_path_suffix_aesthetics")
+    base = read_delta(root / "warehouse/ods/ods_laion_base")
+    assert dmd.num_rows == base.num_rows == 6
+
+
+def test_every_table_matches_its_contract_schema(planted_build):
+    root, config_path = planted_build
+    config = load_config(config_path)
+    type_names = {pa.int64(): "bigint", pa.int32(): "int", pa.string(): "string", pa.float64(): "double",
+                  pa.float32(): "float"}
+    for table in discover_tables():
+        schema = read_delta(table.path(config)).schema
+        actual = [(f.name, type_names[f.type]) for f in schema]
+        assert actual == [(c.name, c.type) for c in table.contract.columns], table.name
+
+
+def test_rebuild_with_unchanged_inputs_gives_same_rows_and_new_version(planted_build):
+    from deltalake import DeltaTable
+
+    from etl.cli import main
+
+    root, config = planted_build
+    path = root / "warehouse/dms/dms_laion_wide"
+    before, version_before = read_delta(path), DeltaTable(str(path)).version()
+    assert main(["build", "--config", str(config)]) == 0
+    assert DeltaTable(str(path)).version() == version_before + 1
+    assert_same_rows(read_delta(path), before)
