@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--real-pairs", type=Path, help="parquet of real URL/TEXT pairs to draw from")
     synth.add_argument("--images", choices=("files", "webdataset", "parquet"),
                        help="also write an img2dataset output folder in this format")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier synthetic tree in --out (refused for any other content)")
 
     build = commands.add_parser("build", help="rebuild the layers ODS -> DMD -> DMS")
     _add_config(build)
@@ -99,9 +101,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def _synth(args) -> int:
-    from etl.synth import generate
+    from etl.synth import clear_synthetic_tree, generate
 
     try:
+        if args.overwrite:
+            clear_synthetic_tree(args.out)
         summary = generate(args.out, rows=args.rows, seed=args.seed, real_pairs=args.real_pairs,
                            images=args.images, parts=args.parts)
     except ValueError as exc:

@@ -25,12 +25,13 @@ import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
-from urllib.parse import urlencode
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from etl.storage import filesystem
 
 IMAGE_SUFFIXES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "avif", "heic")
 UNKNOWN_SUFFIX = "unknown"
@@ -131,34 +132,6 @@ def _sniff_iso_bmff_brand(head: bytes) -> str:
     return UNKNOWN_SUFFIX
 
 
-def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow filesystem and in-filesystem path for a local path or an `s3://` URI.
-
-    For S3 the endpoint comes from AWS_ENDPOINT_URL (boto3's name) or AWS_ENDPOINT (Sail's),
-    with http when the endpoint says so or AWS_ALLOW_HTTP is true, so pyarrow reaches the same
-    object store as the engine. Credentials come from the usual AWS environment variables.
-    """
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    if not uri.startswith("s3://"):
-        return pafs.FileSystem.from_uri(uri)
-    options = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
-    if endpoint:
-        scheme, separator, host = endpoint.partition("://")
-        if separator:
-            options["endpoint_override"] = host.rstrip("/")
-            options["scheme"] = scheme
-        else:
-            options["endpoint_override"] = endpoint.rstrip("/")
-            allow_http = os.environ.get("AWS_ALLOW_HTTP", "").strip().lower() in ("true", "1", "yes")
-            options["scheme"] = "http" if allow_http else "https"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        options["region"] = region
-    return pafs.FileSystem.from_uri(f"{uri}?{urlencode(options)}" if options else uri)
-
-
 def _strip_trailing_slash(folder: str) -> str:
     return folder.rstrip("/") or folder
 
@@ -169,7 +142,7 @@ def list_shards(folder: str) -> list[str]:
     Everything else img2dataset writes there (`*_stats.json`, tars, image folders) is ignored.
     Raises FileNotFoundError naming the folder if it does not exist.
     """
-    fs, path = filesystem_for(_strip_trailing_slash(folder))
+    fs, path = filesystem(_strip_trailing_slash(folder))
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"img2dataset output folder not found: {folder}")
     entries = fs.get_file_info(pafs.FileSelector(path, recursive=False))
@@ -187,7 +160,7 @@ def read_shard_index(folder: str, shard_file: str) -> pa.Table:
         raise ValueError(f"not an img2dataset shard parquet name: {shard_file!r}")
     folder = _strip_trailing_slash(folder)
     shard_id = shard_file[: -len(".parquet")]
-    fs, folder_path = filesystem_for(folder)
+    fs, folder_path = filesystem(folder)
     shard_uri = f"{folder}/{shard_file}"
 
     try:

@@ -67,6 +67,8 @@ def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
 def _sail_session(config: Config):
     from pysail.spark import SparkConnectServer
 
+    # Sail logs every session start and shutdown at INFO; a user's RUST_LOG still wins.
+    os.environ.setdefault("RUST_LOG", "error")
     server = SparkConnectServer(ip="127.0.0.1", port=0)
     server.start(background=True)
     host, port = server.listening_address
@@ -92,7 +94,9 @@ def _jvm_session(config: Config, submitted: bool):
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("laion-etl")
     if not submitted:
-        builder = builder.master(config.spark.master).config("spark.ui.enabled", "false")
+        builder = builder.master(config.spark.master).config("spark.ui.showConsoleProgress", "false")
+        if config.spark.master.startswith("local"):
+            builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
     settings = dict(config.spark.conf)
     if config.format == "delta":
         settings = {**DELTA_EXTENSIONS, **settings}

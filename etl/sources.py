@@ -148,7 +148,7 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     used = {f.name for f in filter(None, (_find_field(by_lower, c) for c in columns))}
     if not used & set(source.footer.constant_float_columns):
         return spark.read.parquet(source.path)
-    log.warning("%s: float statistics with min == max; reading it through pyarrow", source.path)
+    log.info("%s: float statistics with min == max; reading it through pyarrow", source.path)
     table = read_table(source.path, columns=sorted(used))
     return spark.createDataFrame(table)
 

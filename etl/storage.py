@@ -10,27 +10,38 @@ import fnmatch
 import glob as local_glob
 import os
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import urlencode
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem holding `uri` and the path inside it."""
-    if uri.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
-        options = {}
-        if endpoint:
-            parsed = urlparse(endpoint)
-            options["endpoint_override"] = parsed.netloc or parsed.path
-            options["scheme"] = parsed.scheme or "https"
-        if os.environ.get("AWS_REGION"):
-            options["region"] = os.environ["AWS_REGION"]
-        return pafs.S3FileSystem(**options), uri[len("s3://"):]
-    if "://" in uri:
+    """pyarrow filesystem and in-filesystem path for a local path or an `s3://` URI.
+
+    For S3 the endpoint comes from AWS_ENDPOINT_URL (boto3's name) or AWS_ENDPOINT (Sail's),
+    with http when the endpoint says so or AWS_ALLOW_HTTP is true, so pyarrow reaches the same
+    object store as the engine. Credentials come from the usual AWS environment variables.
+    """
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    if not uri.startswith("s3://"):
         return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    options = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
+    if endpoint:
+        scheme, separator, host = endpoint.partition("://")
+        if separator:
+            options["endpoint_override"] = host.rstrip("/")
+            options["scheme"] = scheme
+        else:
+            options["endpoint_override"] = endpoint.rstrip("/")
+            allow_http = os.environ.get("AWS_ALLOW_HTTP", "").strip().lower() in ("true", "1", "yes")
+            options["scheme"] = "http" if allow_http else "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    return pafs.FileSystem.from_uri(f"{uri}?{urlencode(options)}" if options else uri)
 
 
 def expand_glob(pattern: str) -> list[str]:

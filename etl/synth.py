@@ -16,6 +16,8 @@ import io
 import itertools
 import json
 import math
+import numbers
+import shutil
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ IMPROVED_AESTHETICS_MIN_SCORE = 4.5
 IMAGES_PER_SHARD = 100
 OOM_SHARD_COUNT = 5
 IMAGE_SUCCESS_PERCENT = 85
+GIF_COLORS = 16
 DOWNLOAD_ERRORS = (
     "HTTP Error 404: Not Found",
     "HTTP Error 403: Forbidden",
@@ -74,6 +77,9 @@ URL_EXTENSIONS = ("jpg", "jpg", "jpg", "jpeg", "png", "webp", "JPG", "gif")
 # Any odd multiplier is a bijection modulo 2**40, so synthetic URL ids never collide.
 URL_ID_MULTIPLIER = 0x9E3779B97F4A7C15
 URL_ID_BITS = 40
+RESIZED_URL_SHARE = 0.1
+NULL_PROBABILITY_SHARE = 0.02  # punsafe, pwatermark
+NULL_LANGUAGE_SHARE = 0.03  # LANGUAGE in laion2B-en-joined
 
 EN_WORDS = (
     ("Vintage", "Modern", "Red", "Blue", "Handmade", "Wooden", "Cute", "Large", "Elegant", "Rustic",
@@ -182,6 +188,10 @@ class _SubsetPlan:
         return min(self.distinct_base // 100, self.distinct_base - self.duplicated)
 
     @property
+    def null_text(self) -> int:
+        return self.samples // 100
+
+    @property
     def joined_only(self) -> int:
         return self.base_rows // 200
 
@@ -234,11 +244,30 @@ class _PairPool:
         return url, text
 
 
+def tree_names() -> set[str]:
+    """The top-level names `generate` may write under `out`."""
+    families = {f"{subset}{suffix}" for subset in SUBSETS for suffix in ("", "-joined", "-aesthetic")}
+    return families | {IMPROVED_AESTHETICS, "images"}
+
+
+def clear_synthetic_tree(out: Path) -> None:
+    """Remove an earlier synthetic tree from `out`; refuse if `out` holds anything else."""
+    out = Path(out)
+    if not out.exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in tree_names())
+    if foreign:
+        raise ValueError(f"{out} holds {foreign[0]!r}, which synth did not write; not removing it")
+    for child in out.iterdir():
+        shutil.rmtree(child)
+
+
 def generate(out: Path, rows: int, seed: int = 0, real_pairs: Path | None = None,
              images: str | None = None, parts: int = 3) -> dict:
     """Write a LAION-like source tree under `out`; return a summary dict of counts per family/subset."""
     out = Path(out)
     _validate(out, rows, seed, images, parts)
+    rows, seed, parts = int(rows), int(seed), int(parts)
     subset_rng, pairs_rng, images_rng = _streams(seed)
     pool = _load_pairs(Path(real_pairs), pairs_rng) if real_pairs is not None else None
     out.mkdir(parents=True, exist_ok=True)
@@ -252,9 +281,10 @@ def generate(out: Path, rows: int, seed: int = 0, real_pairs: Path | None = None
     planted["null_pwatermark_part"] = (
         f"{NULL_PWATERMARK_SUBSET}-joined/{_part_name(parts - 1)}" if parts >= 3 else None)
     image_candidates = []
+    improved_rows = 0
     first_sample = 0
     for plan, rng in zip(plans, subset_rng):
-        samples = _make_samples(plan.name, plan.samples, first_sample, rng, pool)
+        samples = _make_samples(plan, first_sample, rng, pool)
         first_sample += plan.samples
         counts, subset_planted, in_joined = _write_subset(out, plan, samples, rows, parts, rng)
         summary[plan.name] = counts
@@ -273,7 +303,7 @@ def generate(out: Path, rows: int, seed: int = 0, real_pairs: Path | None = None
 
 def _validate(out: Path, rows: int, seed: int, images: str | None, parts: int) -> None:
     for name, value, minimum in (("rows", rows, 1), ("parts", parts, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if images is not None and images not in IMAGE_FORMATS:
         raise ValueError(f"images must be one of {', '.join(IMAGE_FORMATS)}, got {images!r}")
@@ -296,9 +326,9 @@ def _load_pairs(path: Path, rng: np.random.Generator) -> _PairPool:
         columns = pq.read_schema(path).names
     except (pa.ArrowInvalid, OSError) as error:
         raise ValueError(f"real_pairs is not a readable parquet file: {path} ({error})") from error
-    missing = {"URL", "TEXT"} - set(columns)
+    missing = [column for column in ("URL", "TEXT") if column not in columns]
     if missing:
-        raise ValueError(f"real_pairs {path} lacks column(s) {', '.join(sorted(missing))}")
+        raise ValueError(f"real_pairs {path} lacks column(s) {', '.join(missing)}")
     table = pq.read_table(path, columns=["URL", "TEXT"])
     # One pair per URL keeps every sample's hash distinct, even after its TEXT is nulled.
     first_of_url = {}
@@ -331,13 +361,14 @@ def _plan(rows: int) -> list[_SubsetPlan]:
     return [_SubsetPlan(name, shares[name], duplicated[name]) for name in SUBSETS]
 
 
-def _make_samples(subset: str, count: int, first_sample: int, rng: np.random.Generator,
+def _make_samples(plan: _SubsetPlan, first_sample: int, rng: np.random.Generator,
                   pool: _PairPool | None) -> _Samples:
+    subset, count = plan.name, plan.samples
     sample_numbers = np.arange(first_sample, first_sample + count, dtype=np.int64)
     language_codes = rng.choice(len(MULTI_LANGUAGES), size=count, p=MULTI_LANGUAGE_WEIGHTS)
     if pool is None:
         url = _synthetic_urls(sample_numbers, rng)
-        text = _synthetic_captions(subset, language_codes, rng)
+        text = _synthetic_captions(subset, count, language_codes, rng)
     else:
         url, text = pool.take(sample_numbers)
         if subset == MULTI:
@@ -346,14 +377,15 @@ def _make_samples(subset: str, count: int, first_sample: int, rng: np.random.Gen
     if subset == EN:
         with_emoji = pa.array(rng.random(count) < EMOJI_PERCENT / 100)
         text = pc.if_else(with_emoji, pc.binary_join_element_wise(text, _pick(EMOJI, count, rng), " "), text)
-    text = pc.if_else(_exact_mask(count, count // 100, rng), pa.scalar(None, pa.string()), text)
+    text = pc.if_else(pa.array(_exact_mask(count, plan.null_text, rng)), pa.scalar(None, pa.string()), text)
 
     width = np.clip(np.rint(np.exp(rng.normal(6.2, 0.6, count))), 32, 6000).astype(np.int64)
     height = np.clip(np.rint(width * np.exp(rng.normal(0.0, 0.3, count))), 32, 6000).astype(np.int64)
     similarity = np.minimum(SIMILARITY_FLOOR[subset] + np.abs(rng.normal(0.0, 0.045, count)), 0.5)
     nsfw_codes = rng.choice(len(NSFW_LABELS), size=count, p=NSFW_WEIGHTS)
     low_risk = rng.beta(0.5, 10.0, count)
-    punsafe = np.select([nsfw_codes == 2, nsfw_codes == 1], [1.0 - low_risk, 0.3 + low_risk], low_risk)
+    punsafe = np.select([nsfw_codes == 2, nsfw_codes == 1], [1.0 - low_risk, np.minimum(0.3 + low_risk, 1.0)],
+                        low_risk)
     aesthetic = np.clip(rng.normal(5.0, 1.0, count), 1.0, 10.0)
 
     if subset == MULTI:
@@ -361,8 +393,8 @@ def _make_samples(subset: str, count: int, first_sample: int, rng: np.random.Gen
         joined_language = language
     elif subset == EN:
         language = None
-        joined_language = pc.if_else(pa.array(rng.random(count) < 0.03), pa.scalar(None, pa.string()),
-                                     pa.array(np.full(count, "en", dtype=object), pa.string()))
+        joined_language = pc.if_else(pa.array(rng.random(count) < NULL_LANGUAGE_SHARE),
+                                     pa.scalar(None, pa.string()), pa.repeat(pa.scalar("en"), count))
     else:
         language = joined_language = None
 
@@ -375,8 +407,8 @@ def _make_samples(subset: str, count: int, first_sample: int, rng: np.random.Gen
         similarity=similarity,
         license=pa.array(LICENSES).take(rng.choice(len(LICENSES), size=count, p=LICENSE_WEIGHTS)),
         nsfw=pa.array(NSFW_LABELS).take(nsfw_codes),
-        punsafe=pa.array(punsafe, mask=rng.random(count) < 0.02),
-        pwatermark=pa.array(rng.beta(0.7, 4.0, count), mask=rng.random(count) < 0.02),
+        punsafe=pa.array(punsafe, mask=rng.random(count) < NULL_PROBABILITY_SHARE),
+        pwatermark=pa.array(rng.beta(0.7, 4.0, count), mask=rng.random(count) < NULL_PROBABILITY_SHARE),
         language=language,
         joined_language=joined_language,
         aesthetic=aesthetic,
@@ -392,10 +424,10 @@ def _rescored(aesthetic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where((moved < 1.0) | (moved > 10.0), aesthetic - shift, moved)
 
 
-def _exact_mask(count: int, chosen: int, rng: np.random.Generator) -> pa.Array:
+def _exact_mask(count: int, chosen: int, rng: np.random.Generator) -> np.ndarray:
     mask = np.zeros(count, dtype=bool)
     mask[rng.permutation(count)[:chosen]] = True
-    return pa.array(mask)
+    return mask
 
 
 def _pick(words: tuple[str, ...], count: int, rng: np.random.Generator) -> pa.Array:
@@ -410,12 +442,12 @@ def _synthetic_urls(sample_numbers: np.ndarray, rng: np.random.Generator) -> pa.
     url = pc.binary_join_element_wise(
         "https://", _pick(URL_DOMAINS, count, rng), "/", _pick(URL_FOLDERS, count, rng), "/",
         pa.array(ids).cast(pa.string()), ".", _pick(URL_EXTENSIONS, count, rng), "")
-    resized = pa.array(rng.random(count) < 0.1)
+    resized = pa.array(rng.random(count) < RESIZED_URL_SHARE)
     return pc.if_else(resized, pc.binary_join_element_wise(url, "?w=800&q=80", ""), url)
 
 
-def _synthetic_captions(subset: str, language_codes: np.ndarray, rng: np.random.Generator) -> pa.Array:
-    count = language_codes.size
+def _synthetic_captions(subset: str, count: int, language_codes: np.ndarray,
+                        rng: np.random.Generator) -> pa.Array:
     if subset == EN:
         return pc.binary_join_element_wise(*(_pick(slot, count, rng) for slot in EN_WORDS), " ")
     if subset == MULTI:
@@ -480,7 +512,7 @@ def _write_subset(out: Path, plan: _SubsetPlan, samples: _Samples, rows: int, pa
         "duplicate_sample_ids": reusers_count,
         "duplicate_hashes": plan.duplicated,
         "mismatched_source_hashes": mismatched.size,
-        "null_text": plan.samples // 100,
+        "null_text": plan.null_text,
         "dropped_from_joined": plan.dropped,
         "joined_only": plan.joined_only,
     }
@@ -591,9 +623,14 @@ def _image_key(index: int, shard: int) -> str:
 
 def _encode_image(image_type: str, rng: np.random.Generator) -> bytes:
     height, width = rng.integers(8, 33, 2)
-    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if image_type == "gif":
+        # A ready palette image: letting Pillow quantise RGB noise for GIF is 20x slower.
+        image = Image.fromarray(rng.integers(0, GIF_COLORS, (height, width), dtype=np.uint8), "P")
+        image.putpalette(rng.integers(0, 256, 3 * GIF_COLORS, dtype=np.uint8).tobytes())
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format=image_type.upper())
+    image.save(buffer, format=image_type.upper())
     return buffer.getvalue()
 
 
@@ -613,8 +650,7 @@ def _write_images(folder: Path, candidates: list[tuple[str, _Samples, np.ndarray
     urls = pa.concat_arrays(urls).take(order).to_pylist()
     captions = pa.concat_arrays(captions).take(order).to_pylist()
     hashes = np.concatenate(hashes)[order].tolist()
-    failed = _exact_mask(len(urls), len(urls) * (100 - IMAGE_SUCCESS_PERCENT) // 100, rng).to_numpy(
-        zero_copy_only=False)
+    failed = _exact_mask(len(urls), len(urls) * (100 - IMAGE_SUCCESS_PERCENT) // 100, rng)
 
     folder.mkdir(parents=True, exist_ok=True)
     image_types = dict.fromkeys(IMAGE_TYPES, 0)

@@ -27,6 +27,14 @@ F = ("http://f.example/6.jpg", "only in joined")
 G = ("http://g.example/7.jpg", "без языка")
 IMAGE_KEY_A, IMAGE_KEY_B = "000000000", "000000001"
 
+WIDE_SCHEMA = pa.schema([
+    ("sample_id", pa.int64()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int32()),
+    ("height", pa.int32()), ("similarity", pa.float64()), ("hash", pa.int64()), ("punsafe", pa.float32()),
+    ("pwatermark", pa.float32()), ("image_suffix", pa.string()), ("license", pa.string()), ("nsfw", pa.string()),
+    ("aesthetic_score", pa.float32()), ("language", pa.string()), ("file_name", pa.string()),
+    ("image_path", pa.string()), ("subset", pa.string()),
+])
+
 
 def _write(path: Path, columns: dict, schema: pa.Schema) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

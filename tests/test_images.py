@@ -28,7 +28,6 @@ from etl.images import (
     INDEX_DDL,
     INDEX_SCHEMA,
     ShardReadError,
-    filesystem_for,
     index_batches,
     list_shards,
     read_shard_index,
@@ -465,36 +464,6 @@ def test_parquet_without_key_column_is_not_a_shard(tmp_path):
 
     with pytest.raises(ShardReadError, match=r"no key column.*foreign/00000\.parquet"):
         read_shard_index(str(folder), "00000.parquet")
-
-
-# --- object storage settings ------------------------------------------------------------------
-
-
-def s3_options(uri: str) -> tuple[dict, str]:
-    filesystem, path = filesystem_for(uri)
-    return filesystem.__reduce__()[1][0], path
-
-
-def test_s3_endpoint_and_http_come_from_the_environment(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT", "127.0.0.1:8333")
-    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-
-    options, path = s3_options("s3://laion/images/out")
-
-    assert path == "laion/images/out"
-    assert options["endpoint_override"] == "127.0.0.1:8333"
-    assert (options["scheme"], options["region"]) == ("http", "us-east-1")
-
-
-def test_s3_endpoint_url_scheme_wins(monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:9000/")
-    monkeypatch.delenv("AWS_ALLOW_HTTP", raising=False)
-
-    options, _ = s3_options("s3://laion/images")
-
-    assert (options["endpoint_override"], options["scheme"]) == ("localhost:9000", "http")
 
 
 # --- real img2dataset output ------------------------------------------------------------------

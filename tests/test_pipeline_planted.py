@@ -10,15 +10,8 @@ from conftest import assert_same_rows, read_delta
 from etl import laion_hash
 from etl.config import load_config
 from etl.project import discover_tables
-from planted import A, B, D, expected_wide_rows, planted_config, write_planted_sources
+from planted import A, B, D, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
 
-WIDE_SCHEMA = pa.schema([
-    ("sample_id", pa.int64()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int32()),
-    ("height", pa.int32()), ("similarity", pa.float64()), ("hash", pa.int64()), ("punsafe", pa.float32()),
-    ("pwatermark", pa.float32()), ("image_suffix", pa.string()), ("license", pa.string()), ("nsfw", pa.string()),
-    ("aesthetic_score", pa.float32()), ("language", pa.string()), ("file_name", pa.string()),
-    ("image_path", pa.string()), ("subset", pa.string()),
-])
 
 
 @pytest.fixture(scope="module")
