@@ -83,7 +83,11 @@ def load_config(path: str | os.PathLike, overrides: Optional[Mapping[str, Any]] 
     try:
         raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
+        # PyYAML's message spans several lines; errors must stay on one.
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"{config_path}: not valid YAML{at}: {reason}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: the top level must be a mapping")
     apply_env_overrides(raw, os.environ if environ is None else environ)
@@ -112,7 +116,10 @@ def apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
                 node[existing] = {}
             node = node[existing]
         leaf = _find_key(node, keys[-1])
-        parsed = yaml.safe_load(value) if value.strip() else None
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value  # not a YAML scalar (e.g. the glob `*.parquet`): the plain string
         if isinstance(node.get(leaf), list) and isinstance(parsed, str):
             parsed = [item.strip() for item in parsed.split(",") if item.strip()]
         node[leaf] = parsed

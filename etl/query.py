@@ -26,7 +26,8 @@ def interactive_prompt(spark, limit: int) -> None:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    tables = [f"{r.namespace}.{r.tableName}" for r in spark.sql("show tables in laion").collect()]
+    # By position: JVM Spark names the first column `namespace`, Sail names it `database`.
+    tables = [f"{r[0]}.{r[1]}" for r in spark.sql("show tables in laion").collect()]
     print("laion-etl sql: tables " + (", ".join(tables) or "(none)") + ". End statements with ';', quit with 'quit' or Ctrl-D.")
     buffer: list[str] = []
     while True:

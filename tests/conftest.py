@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,18 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+def demo_config(sources: Path, warehouse: Path, path: Path, with_images: bool = True,
+                engine: str = "sail", fmt: str = "delta") -> Path:
+    """conf/demo.yaml pointed at `sources` and `warehouse`: the demo's own config is what is tested."""
+    text = (REPO / "conf" / "demo.yaml").read_text()
+    text = text.replace("../data/demo/sources", str(sources)).replace("../data/demo/warehouse", str(warehouse))
+    text = text.replace("engine: sail", f"engine: {engine}").replace("format: delta", f"format: {fmt}")
+    if not with_images:
+        text = text.split("\nimages:")[0] + "\nimages: []\n"
+    path.write_text(text)
+    return path
 
 
 def read_delta(path) -> pa.Table:
@@ -60,11 +73,22 @@ def assert_same_rows(actual: pa.Table, expected: pa.Table) -> None:
     assert right - left == Counter(), f"rows only in expected: {list((right - left).elements())[:5]}"
 
 
-def need_java() -> None:
-    """JVM tests must run on CI; elsewhere they skip with the reason."""
-    import os
+def _required_on_ci(reason: str) -> None:
+    """Tools the tests need must be there on CI (scripts/setup.sh --test installs them)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} on CI: scripts/setup.sh --test should have installed it")
+    pytest.skip(f"{reason}: run scripts/setup.sh --test")
 
+
+def need_java() -> None:
     if shutil.which("java") is None:
-        if os.environ.get("CI"):
-            pytest.fail("java is not installed on CI: .ci/run must install openjdk-17")
-        pytest.skip("java not found: install a JDK 17 (apt-get install openjdk-17-jre-headless)")
+        _required_on_ci("java (JDK 17) is not installed")
+
+
+@pytest.fixture
+def img2dataset_bin() -> str:
+    """img2dataset lives in its own virtualenv: it pins old albumentations and webdataset."""
+    path = os.environ.get("IMG2DATASET_BIN", str(REPO / ".venv-img2dataset" / "bin" / "img2dataset"))
+    if not os.path.exists(path):
+        _required_on_ci(f"img2dataset not found at {path}")
+    return path

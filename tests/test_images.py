@@ -468,11 +468,6 @@ def test_parquet_without_key_column_is_not_a_shard(tmp_path):
 
 # --- real img2dataset output ------------------------------------------------------------------
 
-IMG2DATASET = os.environ.get(
-    "IMG2DATASET_BIN", str(Path(__file__).resolve().parents[1] / ".venv-img2dataset" / "bin" / "img2dataset")
-)
-
-
 @pytest.fixture
 def image_server(tmp_path):
     """A local HTTP server with one image per type, all under their real extensions."""
@@ -488,9 +483,8 @@ def image_server(tmp_path):
     server.server_close()
 
 
-@pytest.mark.skipif(not os.path.exists(IMG2DATASET), reason="img2dataset venv not installed (set IMG2DATASET_BIN)")
 @pytest.mark.parametrize("output_format", ["files", "webdataset", "parquet"])
-def test_real_img2dataset_output(tmp_path, image_server, output_format):
+def test_real_img2dataset_output(tmp_path, image_server, img2dataset_bin, output_format):
     urls = [f"{image_server}/{sample}.{suffix}" for sample, (_, suffix) in SUCCESS_IMAGES.items()]
     urls.append(f"{image_server}/missing.jpg")
     captions = [f"caption {index}" for index in range(len(urls))]
@@ -500,7 +494,7 @@ def test_real_img2dataset_output(tmp_path, image_server, output_format):
     )
     folder = tmp_path / "out"
     subprocess.run(
-        [IMG2DATASET, "--url_list", str(tmp_path / "input.parquet"), "--input_format", "parquet",
+        [img2dataset_bin, "--url_list", str(tmp_path / "input.parquet"), "--input_format", "parquet",
          "--url_col", "URL", "--caption_col", "TEXT", "--save_additional_columns", '["hash"]',
          "--output_format", output_format, "--output_folder", str(folder),
          "--disable_all_reencoding", "True", "--number_sample_per_shard", "5",
