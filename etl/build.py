@@ -7,7 +7,6 @@ register it as `laion.<table>`. Writes are serialised: one writer per table at a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -43,7 +42,7 @@ def register_existing_tables(spark, config: Config) -> list[Table]:
     present = []
     for table in discover_tables():
         path = table.path(config)
-        if table_exists(spark, path, config.format):
+        if table_exists(path, config.format):
             register_table(spark, table.name, path, config.format, bool(table.partition_by(config)))
             present.append(table)
     return present
@@ -52,14 +51,15 @@ def register_existing_tables(spark, config: Config) -> list[Table]:
 def run_build(spark, plan: BuildPlan) -> list[StepResult]:
     config = plan.config
     register_existing_tables(spark, config)
+    known = {t.name: t for t in discover_tables()}
     rows_out: dict[str, Optional[int]] = {}
     results = []
     for table in plan.tables:
-        _require_upstream(spark, config, table)
+        _require_upstream(config, known, table)
         _bind_input_views(spark, plan, table)
         rows_in = plan.input_rows(table)
         if rows_in is None and table.upstream_tables:
-            rows_in = rows_out.get(_driving_table(table))
+            rows_in = rows_out.get(table.driving_table)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table)}") as timer:
             written = _materialise(spark, plan, table)
         rows_out[table.name] = written.rows_written
@@ -83,21 +83,14 @@ def _materialise(spark, plan: BuildPlan, table: Table):
     return written
 
 
-def _require_upstream(spark, config: Config, table: Table) -> None:
-    known = {t.name: t for t in discover_tables()}
+def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> None:
     for name in table.upstream_tables:
         upstream = known.get(name)
         if upstream is None:
             raise BuildError(f"{table.name}: {table.sql_path.name} reads {DATABASE}.{name}, which no sql/ file defines")
-        if not table_exists(spark, upstream.path(config), config.format):
+        if not table_exists(upstream.path(config), config.format):
             raise BuildError(f"{table.name}: needs {DATABASE}.{name}, which is not built yet at "
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
-
-
-def _driving_table(table: Table) -> Optional[str]:
-    """The table that sets the grain: by convention the first one the SQL reads."""
-    match = re.search(rf"\b{DATABASE}\.([a-z0-9_]+)", table.sql)
-    return match.group(1) if match else None
 
 
 def _bind_input_views(spark, plan: BuildPlan, table: Table) -> None:

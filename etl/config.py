@@ -56,7 +56,6 @@ class Config:
     spark: SparkSettings
     connect_url: Optional[str]
     s3_endpoint: Optional[str]
-    path: Optional[Path] = None
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -94,7 +93,7 @@ def load_config(path: str | os.PathLike, overrides: Optional[Mapping[str, Any]] 
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
-    return parse_config(raw, base_dir=config_path.resolve().parent, path=config_path)
+    return parse_config(raw, base_dir=config_path.resolve().parent)
 
 
 def apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
@@ -132,7 +131,7 @@ def _find_key(node: dict, key: str) -> str:
     return key.lower()
 
 
-def parse_config(raw: Mapping[str, Any], base_dir: Path, path: Optional[Path] = None) -> Config:
+def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3"}
     _refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
@@ -158,7 +157,6 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, path: Optional[Path] = 
         spark=_parse_spark(raw.get("spark")),
         connect_url=connect_url,
         s3_endpoint=s3_raw.get("endpoint"),
-        path=path,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from etl.config import Config
 from etl.contracts import Contract, load_contract
@@ -36,6 +37,12 @@ class Table:
     @property
     def upstream_tables(self) -> tuple[str, ...]:
         return tuple(sorted(set(_TABLE_REF.findall(_without_comments(self.sql)))))
+
+    @property
+    def driving_table(self) -> Optional[str]:
+        """The table that sets the grain: by convention the first one the SQL reads."""
+        match = _TABLE_REF.search(_without_comments(self.sql))
+        return match.group(1) if match else None
 
     @property
     def input_views(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -96,6 +97,6 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(inner).type != pafs.FileType.NotFound
 
 
-def read_table(path: str, columns: list[str]) -> "pa.Table":
+def read_table(path: str, columns: list[str]) -> pa.Table:
     fs, inner = filesystem(path)
     return pq.read_table(inner, columns=columns, filesystem=fs)

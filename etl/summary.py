@@ -65,7 +65,7 @@ def table_inventory(spark, config: Config) -> list[TableInfo]:
     inventory = []
     for table in discover_tables():
         path = table.path(config)
-        if not table_exists(spark, path, config.format):
+        if not table_exists(path, config.format):
             continue
         version, rows = _version_and_rows(spark, path, config.format)
         inventory.append(TableInfo(table.name, table.layer, version, rows, path))

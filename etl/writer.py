@@ -34,7 +34,7 @@ def sql_string(value: str) -> str:
 def write_table(spark, df: DataFrame, path: str, fmt: str, partition_by: Sequence[str],
                 subsets: Optional[Sequence[str]]) -> WriteResult:
     """Write `df` to the table at `path`; with `subsets`, replace only those subset partitions."""
-    partial = subsets is not None and "subset" in partition_by and table_exists(spark, path, fmt)
+    partial = subsets is not None and "subset" in partition_by and table_exists(path, fmt)
     predicate = partition_predicate("subset", subsets) if partial else None
     if predicate:
         df = df.filter(predicate)
@@ -52,7 +52,7 @@ def write_table(spark, df: DataFrame, path: str, fmt: str, partition_by: Sequenc
     return WriteResult(rows_written=(written.filter(predicate) if predicate else written).count(), version=None)
 
 
-def table_exists(spark, path: str, fmt: str) -> bool:
+def table_exists(path: str, fmt: str) -> bool:
     if fmt == "delta":
         from deltalake import DeltaTable
 

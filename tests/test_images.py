@@ -15,7 +15,6 @@ import os
 import subprocess
 import tarfile
 import threading
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -77,7 +77,7 @@ def joined(tree) -> pd.DataFrame:
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path):
     first = generate(tmp_path / "a", rows=1500, seed=3, images="webdataset", parts=2)
     second = generate(tmp_path / "b", rows=1500, seed=3, images="webdataset", parts=2)
-    other = generate(tmp_path / "c", rows=1500, seed=4, images="webdataset", parts=2)
+    generate(tmp_path / "c", rows=1500, seed=4, images="webdataset", parts=2)
     assert first == second
     a, b, c = (tree_bytes(tmp_path / name) for name in "abc")
     assert a.keys() == b.keys()
