@@ -17,7 +17,7 @@ from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, BuildPlan
 from etl.progress import step
 from etl.project import DATABASE, Table, discover_tables
 from etl.sources import read_family
-from etl.writer import register_table, table_exists, write_table
+from etl.writer import register_table, table_exists, table_rows, write_table
 
 SUBSET_DEFAULTS_VIEW = "cfg_subsets"
 
@@ -52,17 +52,15 @@ def run_build(spark, plan: BuildPlan) -> list[StepResult]:
     config = plan.config
     register_existing_tables(spark, config)
     known = {t.name: t for t in discover_tables()}
-    rows_out: dict[str, Optional[int]] = {}
     results = []
     for table in plan.tables:
         _require_upstream(config, known, table)
         _bind_input_views(spark, plan, table)
         rows_in = plan.input_rows(table)
-        if rows_in is None and table.upstream_tables:
-            rows_in = rows_out.get(table.driving_table)
+        if rows_in is None and table.driving_table:
+            rows_in = table_rows(spark, known[table.driving_table].path(config), config.format, plan.subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table)}") as timer:
             written = _materialise(spark, plan, table)
-        rows_out[table.name] = written.rows_written
         results.append(StepResult(
             table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
             version=written.version, seconds=timer.seconds, path=table.path(config),

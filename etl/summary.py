@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 from etl.config import Config
 from etl.project import DATABASE, discover_tables
-from etl.writer import table_exists
+from etl.writer import delta_version, table_exists, table_rows
 
 
 def format_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -17,7 +17,7 @@ def format_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
         lines.append("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _cell(value: object) -> str:
@@ -67,20 +67,9 @@ def table_inventory(spark, config: Config) -> list[TableInfo]:
         path = table.path(config)
         if not table_exists(path, config.format):
             continue
-        version, rows = _version_and_rows(spark, path, config.format)
-        inventory.append(TableInfo(table.name, table.layer, version, rows, path))
+        version = delta_version(path) if config.format == "delta" else None
+        inventory.append(TableInfo(table.name, table.layer, version, table_rows(spark, path, config.format), path))
     return inventory
-
-
-def _version_and_rows(spark, path: str, fmt: str) -> tuple[Optional[int], int]:
-    if fmt == "delta":
-        from deltalake import DeltaTable
-
-        table = DeltaTable(path)
-        actions = table.get_add_actions(flatten=True)
-        rows = sum(v for v in actions.column("num_records").to_pylist() if v is not None)
-        return table.version(), rows
-    return None, spark.read.format(fmt).load(path).count()
 
 
 def format_tables(inventory: list[TableInfo]) -> str:

@@ -83,3 +83,21 @@ def register_table(spark, name: str, path: str, fmt: str, partitioned: bool) -> 
         if partitioned:
             spark.sql(f"alter table {DATABASE}.{name} recover partitions")
         spark.sql(f"refresh table {DATABASE}.{name}")
+
+
+def table_rows(spark, path: str, fmt: str, subsets: Optional[Sequence[str]] = None) -> int:
+    """Rows in the table's current version (only `subsets`' partitions when given).
+
+    Delta: summed from the log's per-file record counts, no data scanned.
+    """
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        actions = DeltaTable(path).get_add_actions(flatten=True)
+        counts = actions.column("num_records").to_pylist()
+        if subsets is not None and "partition.subset" in actions.column_names:
+            keep = [value in subsets for value in actions.column("partition.subset").to_pylist()]
+            counts = [count for count, kept in zip(counts, keep) if kept]
+        return sum(count or 0 for count in counts)
+    df = spark.read.format(fmt).load(path)
+    return (df.filter(partition_predicate("subset", subsets)) if subsets is not None else df).count()
