@@ -1,23 +1,30 @@
-"""Run a build plan: materialise each table's SELECT into its table, layer by layer.
+"""Run a build plan: materialise each table's SELECT into its table, layer by layer, behind a gate.
 
-For each table: bind the input views it names, run its SQL, check the result's schema against
-the contract, write it (only the chosen subset partitions when `--subsets` is given) and
-register it as `laion.<table>`. Writes are serialised: one writer per table at a time.
+For each table: bind the input views it names (rows the ODS cannot accept go to the quarantine
+table instead), run its SQL, check the result's schema against the contract, write it (only
+the chosen subset partitions when `--subsets` is given), validate the new version with the
+contract's rules and, when a `fail` rule breaks, restore the previous version and stop: no
+downstream table is built on it. Writes are serialised: one writer per table at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
+
+from pyspark.sql import functions as F
 
 from etl.config import Config
 from etl.contracts import ContractError
 from etl.images import INDEX_DDL, index_batches
+from etl.meta import QUARANTINE, meta_contract, meta_path
 from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, BuildPlan
 from etl.progress import step
 from etl.project import DATABASE, Table, discover_tables
-from etl.sources import read_family
-from etl.writer import register_table, table_exists, table_rows, write_table
+from etl.quality import FAIL, TableQuality
+from etl.sources import accepted_rows, read_family, rejected_rows
+from etl.validation import Validator, histograms
+from etl.writer import Rollback, register_table, table_exists, table_rows, write_table
 
 SUBSET_DEFAULTS_VIEW = "cfg_subsets"
 
@@ -26,15 +33,37 @@ class BuildError(RuntimeError):
     """A build step that cannot go on; the message names the table."""
 
 
+class GateError(BuildError):
+    """A `fail` rule broke on a new table version; the previous version was made current again."""
+
+
 @dataclass(frozen=True)
 class StepResult:
     table: str
     layer: str
     rows_in: Optional[int]
     rows_out: Optional[int]
+    quarantined: Optional[int]
     version: Optional[int]
     seconds: float
+    verdict: str
     path: str
+
+
+@dataclass
+class BuildState:
+    """What a build has done so far: kept up to date, so a failure can still be reported whole."""
+
+    run_id: str
+    validator: Validator
+    steps: list[StepResult] = field(default_factory=list)
+    quality: list[TableQuality] = field(default_factory=list)
+    published: dict[str, Optional[int]] = field(default_factory=dict)
+    rolled_back: dict[str, Optional[int]] = field(default_factory=dict)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(s.quarantined or 0 for s in self.steps)
 
 
 def register_existing_tables(spark, config: Config) -> list[Table]:
@@ -48,27 +77,66 @@ def register_existing_tables(spark, config: Config) -> list[Table]:
     return present
 
 
-def run_build(spark, plan: BuildPlan) -> list[StepResult]:
+def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     config = plan.config
     register_existing_tables(spark, config)
     known = {t.name: t for t in discover_tables()}
-    results = []
     for table in plan.tables:
         _require_upstream(config, known, table)
-        _bind_input_views(spark, plan, table)
+        quarantine = _bind_input_views(spark, plan, table)
         rows_in = plan.input_rows(table)
         if rows_in is None and table.driving_table:
             rows_in = table_rows(spark, known[table.driving_table].path(config), config.format, plan.subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table)}") as timer:
-            written = _materialise(spark, plan, table)
-        results.append(StepResult(
+            quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id) if quarantine else None
+            rollback = Rollback(table.path(config), config.format)
+            written = _materialise(spark, plan, table, state.run_id)
+            quality = _validate(spark, plan, table, state, written.version)
+        state.steps.append(StepResult(
             table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
-            version=written.version, seconds=timer.seconds, path=table.path(config),
+            quarantined=quarantined, version=written.version, seconds=timer.seconds, verdict=quality.verdict,
+            path=table.path(config),
         ))
-    return results
+        broken = [r for r in quality.rules if r.severity == FAIL and not r.success]
+        if broken:
+            restored = rollback.restore(state.run_id)
+            _reregister(spark, config, table, restored)
+            quality.published = False
+            state.rolled_back[table.name] = restored
+            raise GateError(_gate_message(table.name, broken, restored))
+        rollback.discard()
+        state.published[table.name] = written.version
 
 
-def _materialise(spark, plan: BuildPlan, table: Table):
+def _validate(spark, plan: BuildPlan, table: Table, state: BuildState, version: Optional[int]) -> TableQuality:
+    current = spark.read.format(plan.config.format).load(table.path(plan.config))
+    rules = state.validator.validate(table.contract, current)
+    quality = TableQuality(
+        table=table.name, layer=table.layer, version=version,
+        rows=table_rows(spark, table.path(plan.config), plan.config.format), published=True, rules=rules,
+        histograms=histograms(current, table.contract.histograms),
+    )
+    state.quality.append(quality)
+    return quality
+
+
+def _gate_message(table: str, broken, restored: Optional[int]) -> str:
+    first = broken[0]
+    figure = first.details.get("error") or f"observed {first.observed_value}" + (
+        f", {first.unexpected_count} unexpected" if first.unexpected_count else "")
+    kept = f"version {restored} stays current" if restored is not None else "the new table was removed"
+    more = f" (and {len(broken) - 1} more fail rules)" if len(broken) > 1 else ""
+    return f"{table}: rule {first.rule_id} broke ({first.description}; {figure}){more}; {kept}"
+
+
+def _reregister(spark, config: Config, table: Table, restored: Optional[int]) -> None:
+    if restored is None:
+        spark.sql(f"drop table if exists {DATABASE}.{table.name}")
+    else:
+        register_table(spark, table.name, table.path(config), config.format, bool(table.partition_by(config)))
+
+
+def _materialise(spark, plan: BuildPlan, table: Table, run_id: str):
     df = spark.sql(table.sql)
     actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     problems = table.contract.schema_differences(actual)
@@ -76,9 +144,22 @@ def _materialise(spark, plan: BuildPlan, table: Table):
         raise ContractError(f"{table.name}: the SELECT in {table.sql_path.name} breaks its contract "
                             f"{table.contract.path.name}: {'; '.join(problems)}")
     partition_by = table.partition_by(plan.config)
-    written = write_table(spark, df, table.path(plan.config), plan.config.format, partition_by, plan.subsets)
+    replace = {"subset": plan.subsets} if plan.subsets and "subset" in partition_by else None
+    written = write_table(spark, df, table.path(plan.config), plan.config.format, partition_by, replace, run_id)
     register_table(spark, table.name, table.path(plan.config), plan.config.format, bool(partition_by))
     return written
+
+
+def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: str) -> Optional[int]:
+    """Replace this table's quarantined rows for the subsets being built; return how many."""
+    contract = meta_contract(QUARANTINE)
+    rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
+                           F.lit(table.name).alias("ods_table"), "subset")
+    replace = {"ods_table": [table.name], "subset": list(plan.subset_names)}
+    written = write_table(spark, rows, meta_path(plan.config, QUARANTINE), plan.config.format,
+                          contract.partition_by, replace, run_id)
+    register_table(spark, QUARANTINE, meta_path(plan.config, QUARANTINE), plan.config.format, True)
+    return written.rows_written
 
 
 def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> None:
@@ -91,10 +172,14 @@ def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> 
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
 
 
-def _bind_input_views(spark, plan: BuildPlan, table: Table) -> None:
+def _bind_input_views(spark, plan: BuildPlan, table: Table):
+    """Create the temp views the table's SQL reads; return the rejected source rows, if any."""
+    rejected = None
     for view in table.input_views:
         if view in SOURCE_VIEWS:
-            read_family(spark, SOURCE_VIEWS[view], plan.source_files[SOURCE_VIEWS[view]]).createOrReplaceTempView(view)
+            family_rows = read_family(spark, SOURCE_VIEWS[view], plan.source_files[SOURCE_VIEWS[view]])
+            accepted_rows(family_rows).createOrReplaceTempView(view)
+            rejected = rejected_rows(family_rows) if rejected is None else rejected.unionByName(rejected_rows(family_rows))
         elif view == IMAGE_VIEW:
             _image_index_source(spark, plan).createOrReplaceTempView(view)
         elif view == SUBSET_DEFAULTS_VIEW:
@@ -102,6 +187,7 @@ def _bind_input_views(spark, plan: BuildPlan, table: Table) -> None:
             spark.createDataFrame(rows, "subset string, default_language string").createOrReplaceTempView(view)
         else:
             raise BuildError(f"{table.name}: {table.sql_path.name} reads view {view!r}, which the framework does not provide")
+    return rejected
 
 
 def _image_index_source(spark, plan: BuildPlan):

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pyspark.errors import PySparkException
-
 from etl.config import Config, ConfigError, load_config
-from etl.sources import MissingInputError, SourceError
+from etl.sources import MissingInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("etl")
@@ -38,6 +37,7 @@ def positive_int(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="laion-etl", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on failure")
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="write a synthetic LAION-like source tree")
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", nargs="?", help="one SQL statement")
     sql.add_argument("--limit", type=positive_int, default=50, help="rows to print (default 50)")
 
+    dq = commands.add_parser("dq", help="validate the current table versions without rebuilding")
+    _add_config(dq)
+    dq.add_argument("--tables", type=comma_list, help="comma-separated tables (default: every built table)")
+
     tables = commands.add_parser("tables", help="list the tables: name, layer, version, rows, path")
     _add_config(tables)
     return parser
@@ -74,8 +78,11 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    # Our progress at INFO; libraries (Great Expectations is chatty) only from WARNING.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    logging.getLogger("great_expectations").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.command == "synth":
             return _synth(args)
@@ -84,20 +91,33 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _build(args, config, submitted)
         if args.command == "sql":
             return _sql(args, config, submitted)
+        if args.command == "dq":
+            return _dq(args, config, submitted)
         return _tables(config, submitted)
     except (ConfigError, MissingInputError) as exc:
         print(f"laion-etl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, RuntimeError, PySparkException) as exc:
+    except Exception as exc:  # one line for people; the traceback with --verbose
         log.debug("failure detail", exc_info=True)
         print(f"laion-etl: failed: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
 
 
 def _first_line(exc: Exception) -> str:
-    """Engine errors carry a JVM or server trace after their first line; the line is the news."""
+    """Engine errors carry a JVM or server trace after their first line; the line is the news,
+    except for errors raised in a Python worker, whose news is the trace's last `...Error: ` line."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    if "Python worker" in lines[0]:
+        raised = [line.strip() for line in lines if _RAISED.match(line.strip())]
+        if raised:
+            return f"in a Python worker: {raised[-1]}"
+    return lines[0]
+
+
+_RAISED = re.compile(r"^[\w.]*(Error|Exception): .+")
 
 
 def _synth(args) -> int:
@@ -124,13 +144,34 @@ def _build(args, config: Config, submitted: bool) -> int:
     if args.dry_run:
         print(format_plan(plan))
         return EXIT_OK
-    from etl.build import run_build
-    from etl.session import open_session
+    from etl.runs import execute_build
 
-    with open_session(config, submitted=submitted) as spark:
-        results = run_build(spark, plan)
-    print(format_results(results, config))
-    return EXIT_OK
+    outcome = execute_build(config, plan, submitted=submitted)
+    print(format_results(outcome.steps, config))
+    return _conclude(outcome)
+
+
+def _dq(args, config: Config, submitted: bool) -> int:
+    from etl.project import discover_tables
+    from etl.runs import execute_dq
+    from etl.summary import format_rule_failures
+
+    known = [t.name for t in discover_tables()]
+    unknown = [t for t in args.tables or [] if t not in known]
+    if unknown:
+        raise ConfigError(f"--tables: unknown table {unknown[0]!r} (known: {', '.join(known)})")
+    outcome = execute_dq(config, args.tables, submitted=submitted)
+    print(format_rule_failures(outcome.quality))
+    return _conclude(outcome)
+
+
+def _conclude(outcome) -> int:
+    """The verdict and where the report is; a failure is re-raised so main() prints one line."""
+    print(f"verdict: {outcome.verdict.upper()}  run {outcome.run_id}")
+    print(f"report: {outcome.report_path}")
+    if outcome.error is not None:
+        raise outcome.error
+    return EXIT_FAILED if outcome.verdict == "fail" else EXIT_OK
 
 
 def _sql(args, config: Config, submitted: bool) -> int:

@@ -56,6 +56,8 @@ class Config:
     spark: SparkSettings
     connect_url: Optional[str]
     s3_endpoint: Optional[str]
+    reports: str = ""  # local folder for the HTML data-quality reports
+    dq_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "table.rule_id" -> overrides
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -132,7 +134,8 @@ def _find_key(node: dict, key: str) -> str:
 
 
 def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
-    known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3"}
+    known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3",
+             "reports", "dq"}
     _refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
     fmt = _choice(raw, "format", FORMATS, default="delta")
@@ -147,6 +150,13 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         raise ConfigError("connect_url: engine 'connect' needs a Spark Connect URL like sc://host:15002")
     s3_raw = _mapping(raw.get("s3"), "s3")
     _refuse_unknown(s3_raw, {"endpoint"}, "s3.")
+    reports = raw.get("reports")
+    if reports is not None and not isinstance(reports, str):
+        raise ConfigError("reports: must be a folder path")
+    if reports is None:
+        reports = "reports" if is_remote(warehouse) else join_uri(warehouse, "reports")
+    if is_remote(reports):
+        raise ConfigError(f"reports: {reports!r} must be a local folder (the report is one HTML page)")
     return Config(
         engine=engine,
         format=fmt,
@@ -157,6 +167,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         spark=_parse_spark(raw.get("spark")),
         connect_url=connect_url,
         s3_endpoint=s3_raw.get("endpoint"),
+        reports=_path(reports, base_dir),
+        dq_rules=_parse_dq(raw.get("dq")),
     )
 
 
@@ -180,6 +192,23 @@ def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
         aesthetic=tuple(_path(g, base_dir) for g in _string_list(spec.get("aesthetic"), where + ".aesthetic")),
         language=language,
     )
+
+
+def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
+    """`dq.rules` overrides a contract rule's severity or threshold: {"table.rule_id": {...}}."""
+    spec = _mapping(raw, "dq")
+    _refuse_unknown(spec, {"rules"}, "dq.")
+    rules = {}
+    for key, override in _mapping(spec.get("rules"), "dq.rules").items():
+        where = f"dq.rules.{key}"
+        if "." not in str(key):
+            raise ConfigError(f"{where}: name a rule as <table>.<rule_id>")
+        override = _mapping(override, where)
+        _refuse_unknown(override, {"severity", "max_unexpected", "max_drop"}, where + ".")
+        if override.get("severity", "fail") not in ("fail", "warn"):
+            raise ConfigError(f"{where}.severity: must be fail or warn")
+        rules[str(key)] = dict(override)
+    return rules
 
 
 def _parse_spark(raw: Any) -> SparkSettings:

@@ -6,9 +6,9 @@ SELECT whose columns differ from it in name, order or type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import yaml
 
@@ -23,6 +23,27 @@ class ContractColumn:
     type: str
 
 
+SEVERITIES = ("fail", "warn")
+RULE_KINDS = ("expect", "duplicates", "sql", "coverage")
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One data-quality rule of a table, as its contract states it.
+
+    kind `expect`: a Great Expectations class named in `expect`, its arguments in `params`;
+    `duplicates`: values of `columns` held by more than one row (`max_unexpected` allowed);
+    `sql`: a query over `{batch}` returning the bad rows; `coverage`: the share of non-null
+    `column` must not drop by more than `max_drop` (relative) from the previous run.
+    """
+
+    id: str
+    kind: str
+    severity: str
+    params: Mapping[str, Any]
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class Contract:
     table: str
@@ -32,6 +53,8 @@ class Contract:
     columns: tuple[ContractColumn, ...]
     partition_by: Optional[tuple[str, ...]]  # None: the layer default
     path: Path
+    rules: tuple[RuleSpec, ...] = ()
+    histograms: Mapping[str, tuple[float, float, int]] = field(default_factory=dict)  # column -> (min, max, bins)
 
     @property
     def ddl(self) -> str:
@@ -65,14 +88,38 @@ def load_contract(path: Path) -> Contract:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         columns = tuple(ContractColumn(str(c["name"]), str(c["type"])) for c in doc["columns"])
         partition_by = doc.get("partition_by")
-        return Contract(
-            table=str(doc["table"]),
-            layer=str(doc["layer"]),
-            grain=str(doc["grain"]),
-            keys=tuple(doc.get("keys") or ()),
-            columns=columns,
-            partition_by=None if partition_by is None else tuple(partition_by),
-            path=path,
-        )
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        rules = tuple(_parse_rule(raw, path) for raw in doc.get("rules") or ())
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise ContractError(f"{path}: unreadable contract ({exc!r})") from None
+    ids = [rule.id for rule in rules]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise ContractError(f"{path}: rule id {duplicated[0]!r} is used twice")
+    return Contract(
+        table=str(doc["table"]),
+        layer=str(doc["layer"]),
+        grain=str(doc["grain"]),
+        keys=tuple(doc.get("keys") or ()),
+        columns=columns,
+        partition_by=None if partition_by is None else tuple(partition_by),
+        path=path,
+        rules=rules,
+        histograms={str(c): (float(lo), float(hi), int(n)) for c, (lo, hi, n) in (doc.get("histograms") or {}).items()},
+    )
+
+
+def _parse_rule(raw: Mapping[str, Any], path: Path) -> RuleSpec:
+    params = dict(raw)
+    rule_id = str(params.pop("id"))
+    severity = params.pop("severity", "fail")
+    description = str(params.pop("description", ""))
+    if "expect" in params:
+        kind = "expect"
+    else:
+        kind = params.pop("check", None)
+    if kind not in RULE_KINDS:
+        raise ContractError(f"{path}: rule {rule_id}: give `expect: <GX expectation>` or `check:` one of "
+                            f"{', '.join(RULE_KINDS[1:])}")
+    if severity not in SEVERITIES:
+        raise ContractError(f"{path}: rule {rule_id}: severity must be one of {', '.join(SEVERITIES)}")
+    return RuleSpec(id=rule_id, kind=kind, severity=severity, params=params, description=description)

@@ -111,30 +111,66 @@ def _source_name(pattern: str) -> str:
     return parts[-1] if parts else pattern
 
 
+REJECT_REASON = "_reject_reason"
+ORIGINAL_VALUES = "_original_values"
+SOURCE_PATH = "_source_path"
+_HELPER_COLUMNS = (REJECT_REASON, ORIGINAL_VALUES, SOURCE_PATH)
+
+
 def family_ddl(family: str) -> str:
     """The schema `read_family` returns for `family`, as Spark DDL."""
     lineage = ["source_rank int", "source_name string"] if family == "aesthetic" else []
     columns = [f"{c.name} {c.type}" for c in FAMILY_COLUMNS[family]]
-    return ", ".join(columns + lineage + ["file_name string", "subset string"])
+    helpers = [f"{name} string" for name in _HELPER_COLUMNS]
+    return ", ".join(columns + lineage + ["file_name string", "subset string"] + helpers)
 
 
 def read_family(spark, family: str, files: list[SourceFile]) -> DataFrame:
-    """All files of one family as one DataFrame with canonical columns plus lineage."""
+    """All files of one family as one DataFrame: canonical columns, lineage, and the helper
+    columns `_reject_reason` (null for acceptable rows), `_original_values` (the row as read, as
+    JSON) and `_source_path`, which `accepted_rows` / `rejected_rows` split on."""
     if not files:
         return spark.createDataFrame([], family_ddl(family))
     frames = [read_source_file(spark, f) for f in files]
     return reduce(lambda left, right: left.unionByName(right), frames)
 
 
+def accepted_rows(family_rows: DataFrame) -> DataFrame:
+    return family_rows.filter(F.col(REJECT_REASON).isNull()).drop(*_HELPER_COLUMNS)
+
+
+def rejected_rows(family_rows: DataFrame) -> DataFrame:
+    """Rows the ODS cannot accept: file, reason and original values, for the quarantine table."""
+    return family_rows.filter(F.col(REJECT_REASON).isNotNull()).select(
+        "file_name", F.col(SOURCE_PATH).alias("source_path"), F.col(REJECT_REASON).alias("reason"),
+        F.col(ORIGINAL_VALUES).alias("original_values"), "subset")
+
+
 def read_source_file(spark, source: SourceFile) -> DataFrame:
     columns = FAMILY_COLUMNS[source.family]
     by_lower = {field.name.lower(): field for field in source.footer.schema}
-    selected = [_normalised(by_lower, column, source) for column in columns]
+    raw = _load(spark, source, columns, by_lower)
+    file_problem = _file_problem(by_lower, columns)
+    if file_problem:
+        log.warning("%s: %s; its %d rows go to quarantine", source.path, file_problem, source.footer.num_rows)
+        selected = [F.lit(None).cast(c.type).alias(c.name) for c in columns]
+        reason = F.lit(file_problem)
+    else:
+        pairs = [_normalised(by_lower, column) for column in columns]
+        selected = [value.alias(column.name) for column, (value, _) in zip(columns, pairs)]
+        problems = [problem for _, problem in pairs if problem is not None]
+        reason = _first_problem(problems)
     if source.family == "aesthetic":
         selected += [F.lit(source.source_rank).cast("int").alias("source_rank"),
                      F.lit(source.source_name).alias("source_name")]
-    selected += [F.lit(source.footer.file_name).alias("file_name"), F.lit(source.subset).alias("subset")]
-    return _load(spark, source, columns, by_lower).select(*selected)
+    selected += [
+        F.lit(source.footer.file_name).alias("file_name"),
+        F.lit(source.subset).alias("subset"),
+        reason.alias(REJECT_REASON),
+        F.to_json(F.struct(*[F.col(f"`{name}`") for name in raw.columns])).alias(ORIGINAL_VALUES),
+        F.lit(source.path).alias(SOURCE_PATH),
+    ]
+    return raw.select(*selected)
 
 
 def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower: dict[str, pa.Field]) -> DataFrame:
@@ -149,25 +185,55 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     if not used & set(source.footer.constant_float_columns):
         return spark.read.parquet(source.path)
     log.info("%s: float statistics with min == max; reading it through pyarrow", source.path)
-    table = read_table(source.path, columns=sorted(used))
-    return spark.createDataFrame(table)
+    return spark.createDataFrame(read_table(source.path))
 
 
-def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn, source: SourceFile) -> Column:
+def _file_problem(by_lower: dict[str, pa.Field], columns: tuple[SourceColumn, ...]) -> Optional[str]:
+    """Why no row of this file can be accepted (a schema that cannot be reconciled), or None."""
+    for column in columns:
+        field = _find_field(by_lower, column)
+        if field is None:
+            if column.required:
+                return f"file lacks required column {column.name}"
+        elif not _castable(field.type, column.type):
+            return f"column {field.name} is {field.type}, which cannot become {column.type}"
+    return None
+
+
+def _castable(source: pa.DataType, target: str) -> bool:
+    if pat.is_nested(source) or pat.is_dictionary(source):
+        return False
+    if target == "string":
+        return True
+    return pat.is_integer(source) or pat.is_floating(source) or pat.is_boolean(source) \
+        or pat.is_string(source) or pat.is_large_string(source) or pat.is_null(source)
+
+
+def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn) -> tuple[Column, Optional[Column]]:
+    """The column cast to its canonical type, and an expression naming the problem when a value
+    is present but cannot be converted (null when it is fine)."""
     field = _find_field(by_lower, column)
     if field is None:
-        if column.required:
-            names = ", ".join(sorted(by_lower))
-            raise SourceError(
-                f"{source.path}: required column {column.name!r} is missing "
-                f"(family {source.family}; the file has: {names})"
-            )
-        return F.lit(None).cast(column.type).alias(column.name)
-    value = F.col(f"`{field.name}`")
-    if column.type in _INTEGRAL and pat.is_floating(field.type):
-        # NaN has no integer value; Spark's ANSI cast would fail the whole file.
-        value = F.nanvl(value, F.lit(None))
-    return value.cast(column.type).alias(column.name)
+        return F.lit(None).cast(column.type), None
+    raw = F.col(f"`{field.name}`")
+    present = raw.isNotNull()
+    if pat.is_floating(field.type) and column.type != "string":
+        # NaN is a missing number in LAION's float columns, not a broken row.
+        raw = F.nanvl(raw, F.lit(None))
+        present = raw.isNotNull()
+    value = raw.try_cast(column.type)
+    problem = F.when(present & value.isNull(), F.lit(f"{column.name} is not a valid {column.type}"))
+    if column.name == "url":
+        problem = (F.when(raw.isNull(), F.lit("url is null"))
+                   .when(F.trim(raw.cast("string")) == "", F.lit("url is empty"))
+                   .otherwise(problem))
+    return value, problem
+
+
+def _first_problem(problems: list[Column]) -> Column:
+    if not problems:
+        return F.lit(None).cast("string")
+    return F.coalesce(*problems)
 
 
 def _find_field(by_lower: dict[str, pa.Field], column: SourceColumn) -> Optional[pa.Field]:

@@ -10,6 +10,7 @@ import fnmatch
 import glob as local_glob
 import os
 from dataclasses import dataclass
+from typing import Optional
 from urllib.parse import urlencode
 
 import pyarrow as pa
@@ -97,6 +98,6 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(inner).type != pafs.FileType.NotFound
 
 
-def read_table(path: str, columns: list[str]) -> pa.Table:
+def read_table(path: str, columns: Optional[list[str]] = None) -> pa.Table:
     fs, inner = filesystem(path)
     return pq.read_table(inner, columns=columns, filesystem=fs)

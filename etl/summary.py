@@ -45,10 +45,21 @@ def format_plan(plan) -> str:
 
 
 def format_results(results, config: Config) -> str:
-    rows = [(r.layer, f"{DATABASE}.{r.table}", r.rows_in, r.rows_out, r.version, r.seconds) for r in results]
+    rows = [(r.layer, f"{DATABASE}.{r.table}", r.rows_in, r.rows_out, r.quarantined, r.version, r.verdict, r.seconds)
+            for r in results]
     total = sum(r.seconds for r in results)
-    return (format_rows(("layer", "table", "rows in", "rows out", "version", "seconds"), rows)
-            + f"\n{len(results)} tables built in {total:.1f} s under {config.warehouse}")
+    header = ("layer", "table", "rows in", "rows out", "quarantined", "version", "checks", "seconds")
+    return format_rows(header, rows) + f"\n{len(results)} tables built in {total:.1f} s under {config.warehouse}"
+
+
+def format_rule_failures(run) -> str:
+    """Per table, the rules that did not pass; the report has everything."""
+    rows = [(f"{DATABASE}.{t.table}", t.version, r.rule_id, r.status, r.observed_value if r.unexpected_count is None
+             else r.unexpected_count) for t in run.tables for r in t.rules if not r.success]
+    checked = f"{len(run.rules)} rules on {len(run.tables)} tables"
+    if not rows:
+        return f"{checked}: all pass"
+    return format_rows(("table", "version", "rule", "status", "observed / unexpected"), rows) + f"\n{checked}"
 
 
 @dataclass(frozen=True)

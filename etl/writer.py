@@ -1,20 +1,26 @@
-"""The table writer: the one place that knows the storage format and how to overwrite partitions.
+"""The table writer: the one place that knows the storage format, partition overwrite and rollback.
 
 Delta: a partial rebuild uses `replaceWhere` with the DataFrame filtered by the same predicate
 (on Sail, `partitionOverwriteMode=dynamic` silently overwrites the whole table, and rows outside
-a replaceWhere predicate are appended instead of refused). Parquet (JVM engine only): dynamic
-partition overwrite, which is right there. Versions and written-row counts come from the Delta
-log through delta-rs, so they mean the same whatever engine wrote the table.
+a replaceWhere predicate are appended instead of refused). Every commit carries the run id as
+its `userMetadata`. Versions, written-row counts and restores go through delta-rs, so they mean
+the same whatever engine wrote the table. Parquet (JVM tests only): dynamic partition overwrite,
+and a copy of the previous files taken before the write stands in for a version to restore.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from pyspark.sql import DataFrame
 
 from etl.project import DATABASE
+from etl.storage import exists, filesystem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,9 @@ class WriteResult:
     version: Optional[int]
 
 
-def partition_predicate(column: str, values: Sequence[str]) -> str:
-    return f"{column} in ({', '.join(sql_string(v) for v in values)})"
+def replace_predicate(replace: Mapping[str, Sequence[str]]) -> str:
+    return " and ".join(f"{column} in ({', '.join(sql_string(v) for v in values)})"
+                        for column, values in replace.items())
 
 
 def sql_string(value: str) -> str:
@@ -32,10 +39,11 @@ def sql_string(value: str) -> str:
 
 
 def write_table(spark, df: DataFrame, path: str, fmt: str, partition_by: Sequence[str],
-                subsets: Optional[Sequence[str]]) -> WriteResult:
-    """Write `df` to the table at `path`; with `subsets`, replace only those subset partitions."""
-    partial = subsets is not None and "subset" in partition_by and table_exists(path, fmt)
-    predicate = partition_predicate("subset", subsets) if partial else None
+                replace: Optional[Mapping[str, Sequence[str]]] = None,
+                run_id: Optional[str] = None) -> WriteResult:
+    """Overwrite the table at `path`; with `replace`, only the partitions it names."""
+    partial = bool(replace) and set(replace) <= set(partition_by) and table_exists(path, fmt)
+    predicate = replace_predicate(replace) if partial else None
     if predicate:
         df = df.filter(predicate)
     writer = df.write.format(fmt).mode("overwrite")
@@ -43,13 +51,22 @@ def write_table(spark, df: DataFrame, path: str, fmt: str, partition_by: Sequenc
         writer = writer.partitionBy(*partition_by)
     if fmt == "delta":
         writer = writer.option("replaceWhere", predicate) if predicate else writer.option("overwriteSchema", "true")
+        if run_id:
+            writer = writer.option("userMetadata", run_id)
         writer.save(path)
         return WriteResult(rows_written=_delta_rows_written(path), version=delta_version(path))
-    mode = "dynamic" if predicate else "static"
-    spark.conf.set("spark.sql.sources.partitionOverwriteMode", mode)
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic" if predicate else "static")
     writer.save(path)
     written = spark.read.format(fmt).load(path)
     return WriteResult(rows_written=(written.filter(predicate) if predicate else written).count(), version=None)
+
+
+def append_rows(df: DataFrame, path: str, fmt: str, run_id: Optional[str] = None) -> None:
+    """Blind append (safe to retry): the run bookkeeping tables grow by one run at a time."""
+    writer = df.write.format(fmt).mode("append")
+    if fmt == "delta" and run_id:
+        writer = writer.option("userMetadata", run_id)
+    writer.save(path)
 
 
 def table_exists(path: str, fmt: str) -> bool:
@@ -57,8 +74,6 @@ def table_exists(path: str, fmt: str) -> bool:
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(path)
-    from etl.storage import exists
-
     return exists(path)
 
 
@@ -76,15 +91,6 @@ def _delta_rows_written(path: str) -> Optional[int]:
     return None if rows is None else int(rows)
 
 
-def register_table(spark, name: str, path: str, fmt: str, partitioned: bool) -> None:
-    """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
-    spark.sql(f"create table if not exists {DATABASE}.{name} using {fmt} location {sql_string(path)}")
-    if fmt != "delta":
-        if partitioned:
-            spark.sql(f"alter table {DATABASE}.{name} recover partitions")
-        spark.sql(f"refresh table {DATABASE}.{name}")
-
-
 def table_rows(spark, path: str, fmt: str, subsets: Optional[Sequence[str]] = None) -> int:
     """Rows in the table's current version (only `subsets`' partitions when given).
 
@@ -100,4 +106,57 @@ def table_rows(spark, path: str, fmt: str, subsets: Optional[Sequence[str]] = No
             counts = [count for count, kept in zip(counts, keep) if kept]
         return sum(count or 0 for count in counts)
     df = spark.read.format(fmt).load(path)
-    return (df.filter(partition_predicate("subset", subsets)) if subsets is not None else df).count()
+    return (df.filter(replace_predicate({"subset": subsets})) if subsets is not None else df).count()
+
+
+class Rollback:
+    """Taken before a write; `restore()` makes the previous state current again.
+
+    Delta: restore the previous version with delta-rs (a new commit; history keeps the rejected
+    version for inspection), or remove a table this write created. Parquet: put back a copy.
+    """
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path, self.fmt = path, fmt
+        self.previous_version = delta_version(path) if fmt == "delta" else None
+        self._backup = None
+        if fmt != "delta" and exists(path):
+            if "://" in path:
+                raise NotImplementedError(f"{path}: parquet tables on object storage cannot be rolled back")
+            self._backup = path.rstrip("/") + ".rollback"
+            shutil.rmtree(self._backup, ignore_errors=True)
+            shutil.copytree(path, self._backup)
+
+    def restore(self, run_id: str) -> Optional[int]:
+        """Undo the write; returns the version now current (None when the table is gone)."""
+        if self.fmt == "delta":
+            from deltalake import CommitProperties, DeltaTable
+
+            if self.previous_version is None:
+                self._remove_table()
+                return None
+            DeltaTable(self.path).restore(self.previous_version,
+                                          commit_properties=CommitProperties(custom_metadata={"userMetadata": run_id}))
+            return self.previous_version
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._backup:
+            shutil.move(self._backup, self.path)
+        return None
+
+    def discard(self) -> None:
+        if self._backup:
+            shutil.rmtree(self._backup, ignore_errors=True)
+
+    def _remove_table(self) -> None:
+        fs, inner = filesystem(self.path)
+        fs.delete_dir(inner)
+        log.warning("%s: removed the table this run had created", self.path)
+
+
+def register_table(spark, name: str, path: str, fmt: str, partitioned: bool) -> None:
+    """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
+    spark.sql(f"create table if not exists {DATABASE}.{name} using {fmt} location {sql_string(path)}")
+    if fmt != "delta":
+        if partitioned:
+            spark.sql(f"alter table {DATABASE}.{name} recover partitions")
+        spark.sql(f"refresh table {DATABASE}.{name}")

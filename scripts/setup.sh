@@ -16,12 +16,25 @@ else
 fi
 
 if [ "${1:-}" = "--test" ]; then
+  APT_UPDATED=
+  apt_install() {  # one `apt-get update` for all the system packages installed below
+    if [ -z "$APT_UPDATED" ]; then apt-get update -qq && APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  }
   if ! command -v java >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "setup: installing Java 17 for the JVM engine tests"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+      apt_install openjdk-17-jre-headless
     else
       echo "setup: java not found and cannot install it here; the JVM tests will skip (they fail on CI)" >&2
+    fi
+  fi
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "setup: installing Chromium (Debian's chromium) for the HTML report test"
+      apt_install chromium
+    else
+      echo "setup: chromium not found and cannot install it here; the report's browser test will skip (it fails on CI)" >&2
     fi
   fi
   if [ ! -x .venv-img2dataset/bin/img2dataset ]; then

@@ -1,0 +1,145 @@
+"""A run from start to report: open the session, build or validate, then record and report.
+
+Whatever happens in between — success, a broken `fail` rule, an engine error — the run ends by
+appending its rule results to `meta.dq_results`, its record to `meta.runs` and writing the HTML
+report, so every result points at an exact table version and every failure is on the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+from etl.build import BuildState, StepResult, register_existing_tables, run_build
+from etl.config import Config
+from etl.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, append_run,
+                      coverage_history, meta_path, previous_observed_values, register_meta_tables)
+from etl.plan import BuildPlan
+from etl.project import discover_tables
+from etl.quality import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
+from etl.report import write_report
+from etl.session import open_session
+from etl.validation import Validator, histograms
+from etl.writer import delta_version, table_exists, table_rows
+
+log = logging.getLogger("etl")
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    verdict: str
+    report_path: Path
+    steps: list[StepResult]
+    quality: RunQuality
+    error: Optional[BaseException] = None
+
+
+def new_run_id() -> str:
+    """Sorts by start time; the random tail keeps two runs started together apart."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> RunOutcome:
+    run_id = new_run_id()
+    record = RunRecord(run_id=run_id, command="build", started_at=_now(), engine=config.engine,
+                       format=config.format, layers=",".join(plan.layers), subsets=",".join(plan.subset_names))
+    with open_session(config, submitted=submitted) as spark:
+        register_meta_tables(spark, config)
+        validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
+        state = BuildState(run_id=run_id, validator=validator)
+        error = None
+        try:
+            run_build(spark, plan, state)
+        except Exception as exc:  # recorded and reported below, then re-raised by the caller
+            error = exc
+        record.published, record.rolled_back = state.published, state.rolled_back
+        record.quarantined_rows = state.quarantined_rows
+        outcome = _finish(spark, config, record, state.quality, error)
+    outcome.steps = state.steps
+    return outcome
+
+
+def execute_dq(config: Config, table_names: Optional[Sequence[str]] = None, submitted: bool = False) -> RunOutcome:
+    """Validate the current versions of the tables (all present ones by default); nothing is rebuilt."""
+    run_id = new_run_id()
+    record = RunRecord(run_id=run_id, command="dq", started_at=_now(), engine=config.engine, format=config.format)
+    tables = [t for t in discover_tables() if table_names is None or t.name in table_names]
+    with open_session(config, submitted=submitted) as spark:
+        register_meta_tables(spark, config)
+        register_existing_tables(spark, config)
+        validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
+        quality = []
+        for table in tables:
+            path = table.path(config)
+            if not table_exists(path, config.format):
+                log.warning("%s: not built yet, nothing to validate", table.name)
+                continue
+            current = spark.read.format(config.format).load(path)
+            quality.append(TableQuality(
+                table=table.name, layer=table.layer,
+                version=delta_version(path) if config.format == "delta" else None,
+                rows=table_rows(spark, path, config.format), published=True,
+                rules=validator.validate(table.contract, current),
+                histograms=histograms(current, table.contract.histograms),
+            ))
+        return _finish(spark, config, record, quality, None)
+
+
+def _finish(spark, config: Config, record: RunRecord, quality: list[TableQuality],
+            error: Optional[BaseException]) -> RunOutcome:
+    finished = _now()
+    run_quality = RunQuality(run_id=record.run_id, started_at=record.started_at, finished_at=finished,
+                             engine=config.engine, warehouse=config.warehouse, tables=quality,
+                             failure=_failure_message(error))
+    run_quality.quarantine = _quarantine_counts(spark, config, record)
+    versions = {t.table: t.version for t in quality}
+    append_dq_results(spark, config, record.run_id, versions, run_quality.rules)
+    run_quality.coverage_history = coverage_history(spark, config)
+    _add_current_coverage(run_quality)
+    report_path = Path(config.reports) / f"{record.run_id}.html"
+    write_report(run_quality, report_path)
+    shutil.copyfile(report_path, Path(config.reports) / "latest.html")
+    record.finished_at = finished
+    record.verdict = run_quality.verdict
+    record.status = "failed" if error is not None or run_quality.verdict == FAIL_VERDICT else "succeeded"
+    record.report_path = str(report_path)
+    record.message = run_quality.failure or ""
+    append_run(spark, config, record)
+    return RunOutcome(run_id=record.run_id, verdict=run_quality.verdict, report_path=report_path, steps=[],
+                      quality=run_quality, error=error)
+
+
+def _failure_message(error: Optional[BaseException]) -> Optional[str]:
+    if error is None:
+        return None
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _quarantine_counts(spark, config: Config, record: RunRecord) -> dict[str, int]:
+    """Rows quarantined by this run, per reason."""
+    path = meta_path(config, QUARANTINE)
+    if record.command != "build" or not table_exists(path, config.format):
+        return {}
+    rows = (spark.read.format(config.format).load(path).filter(f"run_id = '{record.run_id}'")
+            .groupBy("reason").count().collect())
+    return {row.reason: int(row["count"]) for row in sorted(rows, key=lambda r: r.reason)}
+
+
+def _add_current_coverage(run: RunQuality) -> None:
+    """The history comes from earlier runs' results; this run's point is in `run.rules`."""
+    shares = {r.rule_id: r.observed_value for r in run.rules if r.table == COVERAGE_TABLE}
+    values = [shares.get(rule) for rule in COVERAGE_RULES.values()]
+    if all(isinstance(v, (int, float)) for v in values) and not any(p.run_id == run.run_id for p in run.coverage_history):
+        run.coverage_history.append(CoveragePoint(run.run_id, run.finished_at, float(values[0]), float(values[1])))
+

@@ -1,0 +1,222 @@
+"""Data quality on every rebuild: exact figures for planted faults, the publish gate, quarantine,
+results as data and the report. Everything is read back independently (delta-rs, pyarrow)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from conftest import assert_same_rows, demo_config, read_delta
+from etl import laion_hash
+from etl.cli import main
+from etl.hashing import laion_hashes
+from etl.synth import generate
+from planted import planted_config, write_planted_sources
+
+SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
+
+
+def results(warehouse: Path, run_id: str | None = None) -> dict[tuple[str, str], dict]:
+    """meta.dq_results of one run (the latest by default), keyed by (table, rule)."""
+    rows = read_delta(warehouse / "meta/dq_results").to_pylist()
+    run_id = run_id or max(r["run_id"] for r in rows)
+    return {(r["table_name"], r["rule_id"]): r for r in rows if r["run_id"] == run_id}
+
+
+def runs(warehouse: Path) -> list[dict]:
+    return sorted(read_delta(warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
+
+
+def duplicate_figures(keys) -> tuple[int, int]:
+    """(values held by more than one row, rows holding them), ignoring null keys."""
+    counts = Counter(k for k in keys if k is not None and not (isinstance(k, float) and k != k))
+    duplicated = {k: n for k, n in counts.items() if n > 1}
+    return len(duplicated), sum(duplicated.values())
+
+
+@pytest.fixture(scope="module")
+def synth_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dq")
+    summary = generate(root / "sources", rows=4_000, seed=3, images="webdataset")
+    config = demo_config(root / "sources", root / "warehouse", root / "demo.yaml")
+    assert main(["build", "--config", str(config)]) == 0
+    return root, summary, config
+
+
+def test_duplicate_sample_ids_are_reported_exactly(synth_run):
+    root, _, _ = synth_run
+    ids = []
+    for subset in SUBSETS:
+        for part in sorted((root / "sources" / subset).glob("*.parquet")):
+            ids += pq.read_table(part, columns=["SAMPLE_ID"]).column(0).to_pylist()
+    expected_values, expected_rows = duplicate_figures([None if v is None or v != v else int(v) for v in ids])
+    rule = results(root / "warehouse")[("ods_laion_base", "duplicate_sample_id")]
+    details = json.loads(rule["details"])
+    assert (details["duplicated_values"], details["rows_involved"]) == (expected_values, expected_rows)
+    assert expected_values > 50 and rule["status"] == "warn" and rule["unexpected_count"] == expected_values
+    assert len(json.loads(rule["sample"])) == 20
+
+
+def test_duplicate_hashes_are_reported_exactly_per_subset(synth_run):
+    root, summary, _ = synth_run
+    keys = []
+    for subset in SUBSETS:
+        for part in sorted((root / "sources" / f"{subset}-joined").glob("*.parquet")):
+            table = pq.read_table(part, columns=["URL", "TEXT"])
+            keys += [(subset, h) for h in laion_hashes(table["URL"].to_pylist(), table["TEXT"].to_pylist()).tolist()]
+    expected = duplicate_figures(keys)
+    assert expected == (summary["planted"]["duplicate_hashes"], 2 * summary["planted"]["duplicate_hashes"])
+    rule = results(root / "warehouse")[("dms_laion_wide", "duplicate_hash_per_subset")]
+    details = json.loads(rule["details"])
+    assert (details["duplicated_values"], details["rows_involved"]) == expected
+    assert rule["status"] == "pass"  # under the contract's max_unexpected of 1000
+
+
+def test_source_hash_disagreements_are_counted(synth_run):
+    root, summary, _ = synth_run
+    rule = results(root / "warehouse")[("ods_laion_joined", "source_hash_matches")]
+    assert rule["unexpected_count"] == summary["planted"]["mismatched_source_hashes"]
+    assert rule["status"] == "warn" and rule["unexpected_percent"] > 0
+
+
+def test_every_result_points_at_the_table_version_the_commit_carries_the_run_id(synth_run):
+    root, _, _ = synth_run
+    run = runs(root / "warehouse")[-1]
+    published = json.loads(run["published"])
+    assert run["status"] == "succeeded" and run["verdict"] == "warn"
+    for (table, _), rule in results(root / "warehouse", run["run_id"]).items():
+        layer = table.split("_", 1)[0]
+        delta = DeltaTable(str(root / "warehouse" / layer / table))
+        assert rule["table_version"] == delta.version() == published[table]
+        assert delta.history(1)[0]["userMetadata"] == run["run_id"]
+
+
+def test_schema_and_reconciliation_rules_ran_and_passed(synth_run):
+    root, _, _ = synth_run
+    found = results(root / "warehouse")
+    for rule_id in ("schema_columns", "schema_type_sample_id", "rows_match_joined", "aesthetic_coverage"):
+        assert found[("dms_laion_wide", rule_id)]["status"] == "pass", rule_id
+    assert found[("dmd_image_path_suffix_aesthetics", "one_row_per_base_row")]["status"] == "pass"
+
+
+def test_report_shows_verdict_and_planted_figures(synth_run):
+    root, _, _ = synth_run
+    run = runs(root / "warehouse")[-1]
+    html = Path(run["report_path"]).read_text(encoding="utf-8")
+    assert Path(run["report_path"]).parent.joinpath("latest.html").read_text(encoding="utf-8") == html
+    details = json.loads(results(root / "warehouse")[("ods_laion_base", "duplicate_sample_id")]["details"])
+    assert "WARN" in html[: html.index("dms_laion_wide")]
+    assert f"{details['duplicated_values']:,}" in html or str(details["duplicated_values"]) in html
+    assert "<svg" in html and run["run_id"] in html
+
+
+def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
+    root, _, config = synth_run
+    version = DeltaTable(str(root / "warehouse/dms/dms_laion_wide")).version()
+    code, out, _ = run_cli("dq", "--config", str(config), "--tables", "dms_laion_wide")
+    assert code == 0 and "verdict: WARN" in out and "duplicate_sample_id" in out
+    assert DeltaTable(str(root / "warehouse/dms/dms_laion_wide")).version() == version
+    assert runs(root / "warehouse")[-1]["status"] == "succeeded"
+    code, _, err = run_cli("dq", "--config", str(config), "--tables", "nope")
+    assert code == 2 and "--tables: unknown table 'nope'" in err
+
+
+def _planted(tmp_path: Path, extra_config: str = "") -> Path:
+    write_planted_sources(tmp_path / "sources")
+    config = tmp_path / "planted.yaml"
+    config.write_text(planted_config(tmp_path / "sources", tmp_path / "warehouse") + extra_config)
+    return config
+
+
+def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, run_cli):
+    config = _planted(tmp_path)
+    assert run_cli("build", "--config", str(config))[0] == 0
+    joined_path, wide_path = tmp_path / "warehouse/ods/ods_laion_joined", tmp_path / "warehouse/dms/dms_laion_wide"
+    before, joined_version, wide_version = read_delta(joined_path), DeltaTable(str(joined_path)).version(), \
+        DeltaTable(str(wide_path)).version()
+    bad = pq.read_table(tmp_path / "sources/laion2B-en-joined/part-00000.parquet").slice(0, 1)
+    bad = bad.set_column(bad.schema.get_field_index("punsafe"), "punsafe", pa.array([1.5], pa.float32()))
+    pq.write_table(bad, tmp_path / "sources/laion2B-en-joined/part-00001.parquet")
+
+    code, out, err = run_cli("build", "--config", str(config))
+
+    assert code == 1
+    assert err.strip().splitlines() == [err.strip().splitlines()[-1]]
+    assert "ods_laion_joined: rule punsafe_in_unit_range broke" in err and f"version {joined_version} stays current" in err
+    assert "verdict: FAIL" in out
+    assert_same_rows(read_delta(joined_path), before)
+    assert DeltaTable(str(joined_path)).history(1)[0]["operation"] == "RESTORE"
+    assert DeltaTable(str(wide_path)).version() == wide_version
+    run = runs(tmp_path / "warehouse")[-1]
+    assert run["status"] == "failed" and json.loads(run["rolled_back"]) == {"ods_laion_joined": joined_version}
+    assert "punsafe_in_unit_range" in Path(run["report_path"]).read_text(encoding="utf-8")
+
+
+def test_configured_duplicate_threshold_blocks_a_first_publish(tmp_path, run_cli):
+    override = "dq:\n  rules:\n    ods_laion_base.duplicate_hash_per_subset: {severity: fail, max_unexpected: 0}\n"
+    config = _planted(tmp_path, override)
+    code, _, err = run_cli("build", "--config", str(config))
+    assert code == 1 and "ods_laion_base: rule duplicate_hash_per_subset broke" in err
+    assert "the new table was removed" in err
+    assert not DeltaTable.is_deltatable(str(tmp_path / "warehouse/ods/ods_laion_base"))
+    assert not (tmp_path / "warehouse/dms").exists()
+
+
+def _write_bad_base_files(sources: Path) -> None:
+    good = ("http://h.example/9.jpg", "kept")
+    pq.write_table(pa.table({
+        "SAMPLE_ID": [20, 21, 22, 23], "URL": [None, "  ", "http://w.example/x.jpg", good[0]],
+        "TEXT": ["no url", "blank url", "bad width", good[1]], "HEIGHT": ["5", "5", "5", "7"],
+        "WIDTH": ["1", "2", "abc", "8"], "LICENSE": ["?"] * 4, "NSFW": ["UNLIKELY"] * 4,
+        "similarity": [0.3] * 4}), sources / "laion2B-en/part-00002.parquet")
+    pq.write_table(pa.table({"SAMPLE_ID": [30, 31], "LINK": ["http://r.example/1", "http://r.example/2"],
+                             "TEXT": ["renamed", "renamed"]}), sources / "laion2B-en/part-00003.parquet")
+
+
+def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, run_cli):
+    config = _planted(tmp_path)
+    _write_bad_base_files(tmp_path / "sources")
+
+    assert run_cli("build", "--config", str(config))[0] == 0
+
+    quarantine = read_delta(tmp_path / "warehouse/meta/quarantine").to_pylist()
+    reasons = Counter((r["file_name"], r["reason"]) for r in quarantine if r["ods_table"] == "ods_laion_base")
+    assert reasons == {("part-00002.parquet", "url is null"): 1, ("part-00002.parquet", "url is empty"): 1,
+                       ("part-00002.parquet", "width is not a valid int"): 1,
+                       ("part-00003.parquet", "file lacks required column url"): 2}
+    width_row = [r for r in quarantine if r["reason"] == "width is not a valid int"][0]
+    assert json.loads(width_row["original_values"])["WIDTH"] == "abc"
+    assert width_row["source_path"].endswith("laion2B-en/part-00002.parquet")
+    read_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (tmp_path / "sources").glob("laion*/part-*.parquet")
+                    if p.parent.name in ("laion2B-en", "laion1B-nolang"))
+    base = read_delta(tmp_path / "warehouse/ods/ods_laion_base")
+    assert read_rows == base.num_rows + len(quarantine) == 12
+    kept = [r for r in base.to_pylist() if r["url"] == "http://h.example/9.jpg"][0]
+    assert (kept["width"], kept["height"]) == (7, 8)  # strings cast, then swapped back like every base row
+
+    assert run_cli("build", "--config", str(config))[0] == 0
+    assert len(read_delta(tmp_path / "warehouse/meta/quarantine")) == len(quarantine)
+    run = runs(tmp_path / "warehouse")[-1]
+    assert run["quarantined_rows"] == 5
+    assert "file lacks required column url" in Path(run["report_path"]).read_text(encoding="utf-8")
+
+
+def test_a_sharp_drop_in_image_coverage_warns(tmp_path, run_cli):
+    config = _planted(tmp_path)
+    assert run_cli("build", "--config", str(config))[0] == 0
+    first = results(tmp_path / "warehouse")[("dms_laion_wide", "image_coverage")]
+    assert first["status"] == "pass" and json.loads(first["observed_value"]) == pytest.approx(1 / 6)
+    config.write_text(config.read_text().split("images:")[0] + "images: []\n")
+
+    code, out, _ = run_cli("build", "--config", str(config))
+
+    assert code == 0 and "verdict: WARN" in out
+    second = results(tmp_path / "warehouse")[("dms_laion_wide", "image_coverage")]
+    assert second["status"] == "warn" and json.loads(second["observed_value"]) == 0
+    assert json.loads(second["details"])["previous"] == pytest.approx(1 / 6)

@@ -1,0 +1,423 @@
+"""The HTML data-quality report: planted figures on the page, escaping, no external resources,
+and the page as headless Chromium (Debian's `chromium`) renders it: verdict, figures, drawn plots."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from etl.plots import coverage_svg, histogram_svg
+from etl.quality import CoveragePoint, Histogram, RuleResult, RunQuality, TableQuality
+from etl.report import VERDICT_COLOURS, render_report, write_report
+
+EVIL = '<script>alert("x")</script> & "quotes"'
+DUP_IDS = (4711, 4712, 90001, 123456789012)
+BROKEN_KEYS = (-42, 17)
+
+
+# --- the planted run ---------------------------------------------------------------------------
+
+
+def rule(table, rule_id, success, severity="fail", **kwargs) -> RuleResult:
+    kwargs.setdefault("expectation", "ExpectColumnValuesToNotBeNull")
+    kwargs.setdefault("description", f"{rule_id} holds")
+    return RuleResult(table=table, rule_id=rule_id, severity=severity, success=success, **kwargs)
+
+
+def hist(column, lo, hi, counts, nulls=0) -> Histogram:
+    step = (hi - lo) / len(counts)
+    return Histogram(column, tuple(lo + i * step for i in range(len(counts) + 1)), tuple(counts), nulls)
+
+
+def planted_run() -> RunQuality:
+    wide = "dms_laion_wide"
+    joined = TableQuality("ods_laion_joined", "ods", version=7, rows=1_234_567, published=True, rules=[
+        rule("ods_laion_joined", "url_not_null", True, unexpected_count=0, unexpected_percent=0.0),
+        rule("ods_laion_joined", "schema_contract", True, expectation="ExpectTableColumnsToMatchOrderedList",
+             description="columns, order and types match the contract"),
+    ])
+    wide_table = TableQuality(wide, "dms", version=3, rows=987_654, published=False, rules=[
+        rule(wide, "sample_id_unique", False, severity="warn", expectation="ExpectColumnValuesToBeUnique",
+             description="sample_id is unique", unexpected_count=25, unexpected_percent=0.00253,
+             sample=DUP_IDS, details={"duplicated_values": 12, "rows_involved": 25}),
+        rule(wide, "punsafe_in_range", False, severity="fail", expectation="ExpectColumnValuesToBeBetween",
+             description="punsafe is within [0, 1]", observed_value={"min": -0.5, "max": 1.75},
+             unexpected_count=31, unexpected_percent=0.00314, sample=BROKEN_KEYS),
+        rule(wide, "image_suffix_known", False, severity="warn", expectation="ExpectColumnValuesToBeInSet",
+             description="image_suffix is one of jpg, png, webp", unexpected_count=5,
+             unexpected_percent=0.0005, sample=("bmp", "tiff")),
+        rule(wide, "hash_matches_recomputed", True, description="source hash equals the recomputed hash",
+             observed_value=1.0),
+        rule(wide, "rows_reconcile", True, description="DMS rows = joined ODS rows per subset",
+             observed_value=987_654),
+    ], histograms=[
+        hist("aesthetic_score", 0.0, 10.0, [3, 40, 260, 900, 1500, 1200, 640, 210, 44, 6], nulls=321),
+        hist("punsafe", 0.0, 1.0, [2400, 900, 300, 120, 80, 40, 30, 20, 15, 9], nulls=4),
+        hist("pwatermark", 0.0, 1.0, [1800, 700, 400, 300, 250, 200, 180, 120, 90, 60]),
+        hist("similarity", 0.2, 0.5, [10, 300, 900, 1400, 1100, 600, 250, 80, 20, 5]),
+    ])
+    return RunQuality(
+        run_id="20250301T101500123456Z-ab12cd", started_at="2025-03-01T10:15:00+00:00",
+        finished_at="2025-03-01T10:27:42+00:00", engine="sail", warehouse="/data/laion/warehouse",
+        tables=[joined, wide_table],
+        coverage_history=[
+            CoveragePoint("20250215T090000654321Z-111111", "2025-02-15T09:12:00Z", 0.612, 0.874),
+            CoveragePoint("20250222T090000000001Z-222222", "2025-02-22T09:10:00Z", 0.618, 0.871),
+            CoveragePoint("20250301T101500123456Z-ab12cd", "2025-03-01T10:27:42+00:00", 0.497, 0.869),
+        ],
+        quarantine={"url is null": 3, "unreadable values": 1},
+        failure="dms_laion_wide: rule punsafe_in_range (severity fail) broke; version 2 stays current",
+    )
+
+
+@pytest.fixture(scope="module")
+def run() -> RunQuality:
+    return planted_run()
+
+
+@pytest.fixture(scope="module")
+def page(run) -> str:
+    return render_report(run)
+
+
+# --- a small DOM, to find elements by tag, class and attribute -----------------------------------
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Node:
+    def __init__(self, tag, attrs, parent=None):
+        self.tag, self.attrs, self.parent = tag, dict(attrs), parent
+        self.content = []  # text and child nodes, in document order
+
+    @property
+    def classes(self) -> set:
+        return set((self.attrs.get("class") or "").split())
+
+    @property
+    def children(self) -> list:
+        return [part for part in self.content if isinstance(part, Node)]
+
+    def text(self) -> str:
+        return "".join(part if isinstance(part, str) else part.text() for part in self.content)
+
+    def iter(self):
+        for child in self.children:
+            yield child
+            yield from child.iter()
+
+    def find_all(self, tag=None, cls=None, **attrs):
+        attrs = {key.replace("_", "-"): value for key, value in attrs.items()}
+        return [node for node in self.iter()
+                if (tag is None or node.tag == tag) and (cls is None or set(cls.split()) <= node.classes)
+                and all(node.attrs.get(key) == value for key, value in attrs.items())]
+
+    def find(self, tag=None, cls=None, **attrs):
+        found = self.find_all(tag, cls, **attrs)
+        assert found, f"no <{tag or '*'} class={cls!r} {attrs}> on the page"
+        return found[0]
+
+
+class _Builder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Node("#document", {})
+        self.order = []  # (tag, id) of every element, in document order
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, attrs, self.current)
+        self.current.content.append(node)
+        self.order.append(node)
+        if tag not in VOID:
+            self.current = node
+
+    def handle_startendtag(self, tag, attrs):
+        node = Node(tag, attrs, self.current)
+        self.current.content.append(node)
+        self.order.append(node)
+
+    def handle_endtag(self, tag):
+        node = self.current
+        while node is not self.root and node.tag != tag:
+            node = node.parent
+        if node is not self.root:
+            self.current = node.parent
+
+    def handle_data(self, data):
+        self.current.content.append(data)
+
+
+def parse(html: str) -> _Builder:
+    builder = _Builder()
+    builder.feed(html)
+    builder.close()
+    return builder
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def row_text(row: Node) -> str:
+    return " ".join(squash(cell.text()) for cell in row.children if cell.tag in {"td", "th"})
+
+
+# --- the page as text --------------------------------------------------------------------------
+
+
+def test_verdict_comes_first_with_the_run_facts(page, run):
+    dom = parse(page)
+    body_elements = [node for node in dom.order if node.tag in {"header", "section"}]
+    assert body_elements[0].attrs.get("id") == "verdict", "the verdict is the first block on the page"
+    verdict = dom.root.find(id="verdict")
+    assert verdict.attrs["data-verdict"] == "fail" and {"verdict", "fail"} <= verdict.classes
+    text = squash(verdict.text())
+    assert text.startswith("FAIL")
+    assert squash(verdict.find("p", cls="verdict-meaning").text()) == \
+        "A blocking rule broke. Tables marked “not published” kept their previous version."
+    for fact in (run.run_id, "2025-03-01T10:15:00+00:00", "2025-03-01T10:27:42+00:00", "12 min 42 s", "sail",
+                 "/data/laion/warehouse", run.failure):
+        assert fact in text, fact
+    assert "1 failed, 2 warned, 4 passed, on 2 tables; 1 table not published" in text
+    # the broken rules are named in the verdict, worst first, with their figures and a link
+    problems = [squash(li.text()) for li in verdict.find_all("li")]
+    assert problems[0].startswith("FAIL dms_laion_wide · punsafe_in_range")
+    assert "31 unexpected, 0.00314 %" in problems[0]
+    assert any("sample_id_unique" in p and "12 duplicated values, 25 rows involved" in p for p in problems)
+    assert verdict.find("a", href="#rule-dms_laion_wide-punsafe_in_range")
+    assert page.index('id="verdict"') < page.index('id="summary"') < page.index('class="table-section')
+
+
+def test_summary_lists_every_table_with_counts(page):
+    summary = parse(page).root.find(id="summary")
+    rows = {row.attrs["data-table"]: [squash(td.text()) for td in row.find_all("td")]
+            for row in summary.find_all("tr", cls="table-row")}
+    assert rows["ods_laion_joined"] == ["ods", "ods_laion_joined", "7", "1,234,567", "yes", "2", "0", "0", "PASS"]
+    assert rows["dms_laion_wide"] == ["dms", "dms_laion_wide", "3", "987,654", "no", "2", "2", "1", "FAIL"]
+
+
+def test_rules_duplicates_and_samples(page):
+    dom = parse(page).root
+    wide = dom.find("section", cls="table-section", data_table="dms_laion_wide")
+    assert squash(wide.find("dd", cls="rows").text()) == "987,654"
+    statuses = [row.attrs["data-status"] for row in wide.find_all("tr", cls="rule")]
+    assert statuses == ["fail", "warn", "warn", "pass", "pass"], "broken rules are listed first"
+
+    broken = wide.find("tr", cls="rule fail", data_rule_id="punsafe_in_range")
+    cells = [squash(td.text()) for td in broken.find_all("td")]
+    assert cells[0] == "FAIL" and cells[3].startswith("fail")
+    assert squash(broken.find("div", cls="hint").text()) == "blocks publishing"
+    assert "{min: -0.5, max: 1.75}" in cells[4] and cells[5] == "31 (0.00314 %)"
+
+    dup = wide.find("tr", cls="rule warn", data_rule_id="sample_id_unique")
+    assert squash(dup.find("td", cls="unexpected").text()) == "25 (0.00253 %)"
+    extra = wide.find("tr", cls="rule-extra", data_rule_id="sample_id_unique")
+    figures = extra.find("p", cls="dup-figures")
+    assert figures.attrs["data-duplicated-values"] == "12" and figures.attrs["data-rows-involved"] == "25"
+    assert squash(figures.text()) == "12 duplicated values · 25 rows involved"
+    assert [squash(li.text()) for li in extra.find("ul", cls="sample").find_all("li")] == \
+        [str(key) for key in DUP_IDS]
+    keys = wide.find("tr", cls="rule-extra", data_rule_id="punsafe_in_range").find("ul", cls="sample")
+    assert [squash(li.text()) for li in keys.find_all("li")] == ["-42", "17"]
+
+
+def test_quarantine_coverage_and_plots(page):
+    dom = parse(page).root
+    quarantine = dom.find(id="quarantine")
+    assert row_text(quarantine.find("tr", data_reason="url is null")) == "url is null 3"
+    assert row_text(quarantine.find("tr", cls="total")) == "total 4"
+
+    coverage = dom.find(id="coverage")
+    assert coverage.find("figure", cls="plot coverage").find("svg")
+    points = coverage.find_all("tr", cls="coverage-point")
+    assert len(points) == 3 and "current" in points[-1].classes
+    assert row_text(points[-1]).endswith("49.7 % −12.1 pt 86.9 % −0.2 pt")
+
+    figures = dom.find("section", data_table="dms_laion_wide").find_all("figure", cls="plot histogram")
+    assert [f.attrs["data-column"] for f in figures] == ["aesthetic_score", "punsafe", "pwatermark", "similarity"]
+    assert squash(figures[0].find("figcaption").text()) == \
+        "aesthetic_score: 4,803 values in 10 bins from 0 to 10; 321 null (6.26 %)"
+    assert all(len(f.find_all("path")) > 20 for f in figures)
+    assert not dom.find("section", data_table="ods_laion_joined").find_all("figure")
+
+
+def test_ids_are_unique_across_inline_plots(page):
+    ids = re.findall(r'(?<![\w-])id="([^"]+)"', page)
+    duplicated = {i for i in ids if ids.count(i) > 1}
+    assert not duplicated, f"ids used twice: {sorted(duplicated)[:5]}"
+    # every in-page reference (glyphs, clip paths, links) points at an id that exists
+    refs = set(re.findall(r'href="#([^"]+)"', page)) | set(re.findall(r"url\(#([^)]+)\)", page))
+    assert refs and refs <= set(ids)
+
+
+def assert_self_contained(html: str) -> None:
+    lowered = html.lower()
+    assert "<script" not in lowered
+    assert not re.search(r"""\b(src|href|srcset|action|poster|data)\s*=\s*["']?\s*(https?:|//|file:)""", lowered)
+    assert not re.search(r"url\(\s*['\"]?\s*(https?:|//)", lowered)
+    for token in ("@import", "<link", "<iframe", "<object", "<embed", "<img", "@font-face", " on"):
+        if token == " on":
+            assert not re.search(r"<[^>]+\son[a-z]+\s*=", lowered), "an event handler attribute"
+        else:
+            assert token not in lowered, token
+
+
+def test_page_is_self_contained(page):
+    assert_self_contained(page)
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    assert "<?xml" not in page and "<!DOCTYPE svg" not in page
+
+
+def test_everything_from_the_run_is_escaped():
+    table = "dms_laion_wide"
+    run = RunQuality(
+        run_id=f"run-{EVIL}", started_at=EVIL, finished_at="not a time", engine=EVIL, warehouse=EVIL,
+        tables=[TableQuality(table, f"dms{EVIL}", version=None, rows=10, published=True, rules=[
+            rule(table, f"rule{EVIL}", False, severity="warn", description=EVIL, expectation=EVIL,
+                 observed_value={EVIL: [EVIL]}, sample=(EVIL, {"url": EVIL}),
+                 details={"duplicated_values": EVIL, EVIL: EVIL}),
+        ], histograms=[hist(f"col {EVIL} costs $5 and $", 0.0, 1.0, [1, 2, 3], nulls=1)])],
+        coverage_history=[CoveragePoint(f"run-{EVIL}$", f"$when{EVIL}", 0.5, 0.25)],
+        quarantine={EVIL: 2}, failure=EVIL)
+    html = render_report(run)
+    assert_self_contained(html)
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
+    dom = parse(html).root
+    assert EVIL in dom.find(id="verdict").text()  # shown as text, not as markup
+    assert dom.find("tr", cls="rule warn", data_rule_id=f"rule{EVIL}")
+
+
+@pytest.mark.parametrize("statuses, failure, verdict, meaning", [
+    ([], None, "pass", "Every rule holds."),
+    ([("pass", "fail"), ("broken", "warn")], None, "warn", "Every blocking rule holds; some warnings need a look."),
+    ([("pass", "fail")], "the engine died", "fail", "The build stopped before it finished."),
+])
+def test_verdicts(statuses, failure, verdict, meaning):
+    rules = [rule("t", name, name == "pass", severity=severity) for name, severity in statuses]
+    run = RunQuality("r1", "2025-01-01T00:00:00", "2025-01-01T00:00:03.5", "sail", "/wh",
+                     tables=[TableQuality("t", "ods", 0, 0, True, rules)], failure=failure)
+    html = render_report(run)
+    header = parse(html).root.find(id="verdict")
+    assert header.attrs["data-verdict"] == verdict and squash(header.text()).startswith(verdict.upper())
+    assert squash(header.find("p", cls="verdict-meaning").text()) == meaning
+    assert (failure is None) == (not header.find_all("p", cls="failure"))
+    assert "3.5 s" in header.text()
+    assert len(header.find_all("li")) == len([s for s in statuses if s[0] != "pass"])
+    assert "id=\"coverage\"" not in html and "id=\"quarantine\"" not in html  # nothing to show
+    assert_self_contained(html)
+
+
+def test_verdict_names_at_most_a_dozen_broken_rules():
+    rules = [rule("t", f"r{i:02d}", False, severity="warn") for i in range(15)]
+    run = RunQuality("r1", "", "", "sail", "/wh", tables=[TableQuality("t", "ods", 1, 5, True, rules)])
+    dom = parse(render_report(run)).root
+    items = [squash(li.text()) for li in dom.find(id="verdict").find_all("li")]
+    assert len(items) == 13 and items[-1] == "… and 3 more in the tables below"
+    assert len(dom.find_all("tr", cls="rule warn")) == 15
+
+
+def test_report_and_plots_are_deterministic(run, tmp_path):
+    path = write_report(run, tmp_path / "deep" / "er" / "report.html")
+    assert path.read_bytes() == render_report(planted_run()).encode("utf-8")
+    points = planted_run().coverage_history
+    assert coverage_svg(points) == coverage_svg(points)
+    assert "<metadata" not in coverage_svg(points) and "<!--" not in coverage_svg(points)
+    with pytest.raises(ValueError, match="2 bin edges for 2 counts"):
+        histogram_svg(Histogram("x", (0.0, 1.0), (1, 2)))
+
+
+# --- the page in a real browser ------------------------------------------------------------------
+
+
+def chromium_binary() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if path is None:
+        reason = "chromium is not installed (scripts/setup.sh --test installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: it is required on CI")
+        pytest.skip(reason)
+    return path
+
+
+def chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-extensions", "--hide-scrollbars", "--force-device-scale-factor=1",
+             "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}"]
+    result = subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, f"chromium failed ({result.returncode}): {result.stderr[-2000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, run):
+    """The planted report opened by headless Chromium: its DOM and a screenshot."""
+    binary = chromium_binary()
+    folder = tmp_path_factory.mktemp("browser")
+    report = write_report(run, folder / "report.html")
+    dom = chromium(binary, folder / "profile-dom", "--dump-dom", report.as_uri()).stdout
+    screenshot = folder / "page.png"
+    chromium(binary, folder / "profile-shot", f"--screenshot={screenshot}", "--window-size=1200,3000",
+             report.as_uri())
+    return dom, screenshot
+
+
+def numbers(d: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", d)]
+
+
+def test_browser_dom_shows_verdict_figures_and_drawn_plots(rendered):
+    html, _ = rendered
+    dom = parse(html).root
+    verdict = dom.find(id="verdict")
+    assert verdict.attrs["data-verdict"] == "fail" and squash(verdict.text()).startswith("FAIL")
+    wide = dom.find("section", data_table="dms_laion_wide")
+    figures = wide.find("p", cls="dup-figures")
+    assert squash(figures.text()) == "12 duplicated values · 25 rows involved"
+    sample = wide.find("tr", cls="rule-extra", data_rule_id="sample_id_unique").find("ul", cls="sample")
+    assert [squash(li.text()) for li in sample.find_all("li")] == [str(key) for key in DUP_IDS]
+    assert row_text(dom.find(id="quarantine").find("tr", data_reason="url is null")) == "url is null 3"
+    plots = dom.find_all("figure", cls="plot")
+    assert len(plots) == 5
+    for plot in plots:
+        paths = [p.attrs.get("d", "") for p in plot.find_all("path") if p.attrs.get("d")]
+        coords = numbers(" ".join(paths))
+        xs, ys = coords[0::2], coords[1::2]
+        assert len(paths) > 20 and len(set(coords)) > 100, "the plot has real geometry"
+        assert max(xs) - min(xs) > 100 and max(ys) - min(ys) > 100
+        # glyphs are paths reached through <use>: the titles and labels are drawn, no font needed
+        assert plot.find_all("use")
+
+
+def _near(colour, target, tolerance=6) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, target))
+
+
+def _rgb(hex_colour: str) -> tuple:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_browser_screenshot_is_drawn(rendered):
+    Image = pytest.importorskip("PIL.Image")
+    _, screenshot = rendered
+    with Image.open(screenshot) as image:
+        image = image.convert("RGB")
+        assert image.size == (1200, 3000)
+        colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 200, "the screenshot is (nearly) blank"
+    counts = {colour: n for n, colour in colours}
+
+    def pixels(target):
+        return sum(n for colour, n in counts.items() if _near(colour, target))
+
+    assert pixels(_rgb(VERDICT_COLOURS["fail"])) > 5000, "the FAIL banner is not painted"
+    bars = tuple(round(0.85 * c + 0.15 * 255) for c in _rgb("#4c72b0"))  # bar colour at alpha 0.85
+    assert pixels(bars) > 2000, "the histograms' bars are not painted"
+    assert pixels(_rgb("#8c3fa8")) > 100, "the coverage line is not painted"
