@@ -17,8 +17,6 @@ from pyspark.sql import DataFrame
 from etl.contracts import Contract, RuleSpec
 from etl.quality import FAIL, Histogram, RuleResult
 
-log = logging.getLogger(__name__)
-
 SAMPLE_SIZE = 20
 # Spark simpleString -> the type name GX's ExpectColumnValuesToBeOfType compares with.
 SPARK_TYPE_CLASSES = {"bigint": "LongType", "int": "IntegerType", "string": "StringType",
@@ -33,6 +31,7 @@ class Validator:
                  previous_values: Optional[Mapping[tuple[str, str], float]] = None) -> None:
         import great_expectations as gx
 
+        _quiet_gx_module_loggers()
         self._gx = gx
         self._context = gx.get_context(mode="ephemeral")
         self._context.variables.progress_bars = {"globally": False}
@@ -74,6 +73,13 @@ class Validator:
         previous = self._previous.get((table, rule.id))
         floor = 0.0 if previous is None else previous * (1 - float(rule.params.get("max_drop", 0.2)))
         return expectations.ExpectColumnProportionOfNonNullValuesToBeBetween(column=rule.params["column"], min_value=floor)
+
+
+def _quiet_gx_module_loggers() -> None:
+    """Some GX modules pin their logger at INFO; let them follow the `great_expectations` logger."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("great_expectations."):
+            logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def schema_rules(contract: Contract) -> list[RuleSpec]:

@@ -4,8 +4,9 @@ Delta: a partial rebuild uses `replaceWhere` with the DataFrame filtered by the 
 (on Sail, `partitionOverwriteMode=dynamic` silently overwrites the whole table, and rows outside
 a replaceWhere predicate are appended instead of refused). Every commit carries the run id as
 its `userMetadata`. Versions, written-row counts and restores go through delta-rs, so they mean
-the same whatever engine wrote the table. Parquet (JVM tests only): dynamic partition overwrite,
-and a copy of the previous files taken before the write stands in for a version to restore.
+the same whatever engine wrote the table. Parquet (JVM tests only): the named partition folders
+are removed and the new rows appended (dynamic overwrite would keep an emptied partition's old
+rows), and a copy of the previous files taken before the write stands in for a version to restore.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
 from etl.project import DATABASE
@@ -53,12 +55,31 @@ def write_table(spark, df: DataFrame, path: str, fmt: str, partition_by: Sequenc
         writer = writer.option("replaceWhere", predicate) if predicate else writer.option("overwriteSchema", "true")
         if run_id:
             writer = writer.option("userMetadata", run_id)
+        before = delta_version(path)
         writer.save(path)
-        return WriteResult(rows_written=_delta_rows_written(path), version=delta_version(path))
-    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic" if predicate else "static")
+        after = delta_version(path)
+        # Replacing nothing with nothing makes no commit: then no row was written.
+        return WriteResult(rows_written=_delta_rows_written(path) if after != before else 0, version=after)
+    if predicate:
+        # Dynamic overwrite only replaces partitions the new rows land in; an emptied subset
+        # would keep its old rows. So: drop the named partitions, then append.
+        _delete_partitions(path, replace)
+        writer = writer.mode("append")
     writer.save(path)
+    if not table_exists(path, fmt):
+        return WriteResult(rows_written=0, version=None)
     written = spark.read.format(fmt).load(path)
     return WriteResult(rows_written=(written.filter(predicate) if predicate else written).count(), version=None)
+
+
+def _delete_partitions(path: str, replace: Mapping[str, Sequence[str]]) -> None:
+    fs, inner = filesystem(path)
+    folders = [inner.rstrip("/")]
+    for column, values in replace.items():
+        folders = [f"{folder}/{column}={value}" for folder in folders for value in values]
+    for folder in folders:
+        if fs.get_file_info(folder).type != pafs.FileType.NotFound:
+            fs.delete_dir(folder)
 
 
 def append_rows(df: DataFrame, path: str, fmt: str, run_id: Optional[str] = None) -> None:
@@ -74,7 +95,12 @@ def table_exists(path: str, fmt: str) -> bool:
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(path)
-    return exists(path)
+    # A parquet table is its data files: Spark leaves a bare folder behind an empty write.
+    if not exists(path):
+        return False
+    fs, inner = filesystem(path)
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    return any(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in infos)
 
 
 def delta_version(path: str) -> Optional[int]:
@@ -155,6 +181,9 @@ class Rollback:
 
 def register_table(spark, name: str, path: str, fmt: str, partitioned: bool) -> None:
     """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
+    if not table_exists(path, fmt):  # e.g. a parquet table whose only write was empty
+        spark.sql(f"drop table if exists {DATABASE}.{name}")
+        return
     spark.sql(f"create table if not exists {DATABASE}.{name} using {fmt} location {sql_string(path)}")
     if fmt != "delta":
         if partitioned:

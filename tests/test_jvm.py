@@ -32,10 +32,10 @@ def jvm_env() -> dict:
             "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
-def spark_submit(*args: str) -> subprocess.CompletedProcess:
+def spark_submit(*args: str, job: str = "build.py") -> subprocess.CompletedProcess:
     submit = Path(sys.executable).with_name("spark-submit")
     command = [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-               str(REPO / "jobs" / "build.py"), *args]
+               str(REPO / "jobs" / job), *args]
     return subprocess.run(command, env=jvm_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -63,6 +63,16 @@ def test_spark_submit_prints_the_build_summary(both_engines):
     _, submitted = both_engines
     assert "laion.dms_laion_wide" in submitted.stdout
     assert "6 tables built" in submitted.stdout
+
+
+def test_spark_submit_dq_job_validates_the_parquet_tables(both_engines):
+    root, _ = both_engines
+    result = spark_submit("--config", str(root / "jvm.yaml"), "--tables", "dms_laion_wide", job="dq.py")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "verdict: PASS" in result.stdout or "verdict: WARN" in result.stdout
+    runs = read_parquet_table(root / "jvm_warehouse" / "meta" / "runs").to_pylist()
+    assert [r["command"] for r in sorted(runs, key=lambda r: r["run_id"])] == ["build", "dq"]
+    assert Path(runs[-1]["report_path"]).is_file()
 
 
 def test_spark_submit_builds_the_planted_wide_table(both_engines):
