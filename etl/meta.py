@@ -134,6 +134,15 @@ def coverage_history(spark, config: Config, limit: int = HISTORY_RUNS) -> list[C
         value = json.loads(row.observed_value) if row.observed_value else None
         if isinstance(value, (int, float)):
             by_run.setdefault(row.run_id, {})[row.rule_id] = float(value)
-    points = [CoveragePoint(run_id, run_id, shares[COVERAGE_RULES["aesthetic"]], shares[COVERAGE_RULES["image"]])
+    finished = _finish_times(spark, config)
+    points = [CoveragePoint(run_id, finished.get(run_id, run_id), shares[COVERAGE_RULES["aesthetic"]],
+                            shares[COVERAGE_RULES["image"]])
               for run_id, shares in sorted(by_run.items()) if len(shares) == len(COVERAGE_RULES)]
     return points[-limit:]
+
+
+def _finish_times(spark, config: Config) -> dict[str, str]:
+    path = meta_path(config, RUNS)
+    if not table_exists(path, config.format):
+        return {}
+    return {r.run_id: r.finished_at for r in spark.read.format(config.format).load(path).select("run_id", "finished_at").collect()}
