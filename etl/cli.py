@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(dq)
     dq.add_argument("--tables", type=comma_list, help="comma-separated tables (default: every built table)")
 
+    export = commands.add_parser("export", help="write filtered wide-table shards for img2dataset")
+    _add_config(export)
+    chosen = export.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--preset", help="a filter preset from conf/presets.yaml (e.g. sd2, laion_art)")
+    chosen.add_argument("--where", help="a boolean expression over the wide table's columns")
+    export.add_argument("--out", required=True, help="export folder: local path or s3://bucket/prefix")
+    export.add_argument("--rows-per-shard", type=positive_int, default=10_000)
+    export.add_argument("--columns", type=comma_list, help="extra columns beside URL and TEXT "
+                        "(default: similarity,hash,punsafe,pwatermark,aesthetic_score,language)")
+
+    clip = commands.add_parser("clip-input", help="clip-retrieval's --input_dataset for an img2dataset folder")
+    clip.add_argument("folder", help="img2dataset output folder (webdataset format)")
+
     tables = commands.add_parser("tables", help="list the tables: name, layer, version, rows, path")
     _add_config(tables)
     return parser
@@ -82,10 +95,13 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
-    logging.getLogger("great_expectations").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    for library in ("great_expectations", "sqlglot"):
+        logging.getLogger(library).setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         if args.command == "synth":
             return _synth(args)
+        if args.command == "clip-input":
+            return _clip_input(args)
         config = load_config(args.config, overrides={"engine": args.engine})
         if args.command == "build":
             return _build(args, config, submitted)
@@ -93,6 +109,8 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _sql(args, config, submitted)
         if args.command == "dq":
             return _dq(args, config, submitted)
+        if args.command == "export":
+            return _export(args, config, submitted)
         return _tables(config, submitted)
     except (ConfigError, MissingInputError) as exc:
         print(f"laion-etl: error: {exc}", file=sys.stderr)
@@ -163,6 +181,47 @@ def _dq(args, config: Config, submitted: bool) -> int:
     outcome = execute_dq(config, args.tables, submitted=submitted)
     print(format_rule_failures(outcome.quality))
     return _conclude(outcome)
+
+
+def _export(args, config: Config, submitted: bool) -> int:
+    from etl.export import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, validate_request
+    from etl.filters import FilterError, resolve_filter, wide_table_columns
+    from etl.session import open_session
+
+    try:
+        chosen = resolve_filter(args.preset, args.where, wide_table_columns())
+        request = ExportRequest(filter=chosen, out=args.out, rows_per_shard=args.rows_per_shard,
+                                columns=tuple(args.columns or DEFAULT_COLUMNS))
+        validate_request(config, request)
+    except (FilterError, ExportError) as exc:
+        raise ConfigError(str(exc)) from None
+    with open_session(config, submitted=submitted) as spark:
+        result = export_shards(spark, config, request)
+    totals = result.manifest["totals"]
+    state = "already complete, nothing written" if result.skipped else "written"
+    print(f"export {state}: {totals['rows']:,} rows in {totals['shards']} shards "
+          f"({totals['bytes']:,} bytes) under {result.out}")
+    print(f"filter: {result.manifest['filter']['where']}  (laion.dms_laion_wide version "
+          f"{result.manifest['source']['version']})")
+    print(f"download: {result.manifest['img2dataset']}")
+    return EXIT_OK
+
+
+def _clip_input(args) -> int:
+    import pyarrow.fs as pafs
+
+    from etl.export import clip_inference_input
+    from etl.storage import filesystem
+
+    fs, inner = filesystem(args.folder)
+    names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))]
+    pattern = clip_inference_input(args.folder, names)
+    if pattern is None:
+        raise ConfigError(f"{args.folder}: no img2dataset webdataset shards (*.tar) found")
+    print(pattern)
+    print(f'clip-retrieval inference --input_dataset "{pattern}" --input_format webdataset '
+          f"--output_folder <embeddings> --enable_metadata True")
+    return EXIT_OK
 
 
 def _conclude(outcome) -> int:

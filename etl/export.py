@@ -1,0 +1,206 @@
+"""Export filtered wide-table rows as parquet shards that img2dataset reads as they are.
+
+Layout (the design's "Export layout"): `<out>/shards/part-00000.parquet …` (img2dataset's
+`--url_list <out>/shards`), `<out>/manifest.json`, `<out>/_SUCCESS`; nothing else where
+img2dataset globs. Columns: `URL`, `TEXT` and the chosen extra columns.
+
+Determinism without collecting rows: the rows are ordered by (hash, URL, TEXT, extra columns);
+the driver collects only row counts per hash bucket (the top bits of the hash), turns them into
+offsets, and the engine numbers rows within buckets, so every row's global index — hence its
+shard, `index // rows_per_shard` — is the same in every run over the same table version. The
+engine writes one file per shard into a staging folder; they are then renamed (or uploaded with
+boto3 for `s3://`) to their final zero-padded names, the manifest is written, `_SUCCESS` last.
+
+Re-running the same export (same table version, filter, columns and shard size) is a no-op; an
+interrupted one resumes: a complete staging folder is not rewritten, finished shards are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from etl.config import Config, is_remote
+from etl.filters import ResolvedFilter
+from etl.object_store import ExportTarget, file_stats, target_for
+from etl.progress import step
+from etl.project import discover_tables
+from etl.writer import delta_version, table_exists
+
+log = logging.getLogger(__name__)
+
+WIDE_TABLE = "dms_laion_wide"
+DEFAULT_COLUMNS = ("similarity", "hash", "punsafe", "pwatermark", "aesthetic_score", "language")
+SHARDS_DIR, MANIFEST, SUCCESS, STAGING_DONE = "shards", "manifest.json", "_SUCCESS", "_STAGED"
+BUCKET_BITS = 12  # 4,096 hash buckets: small enough to collect, fine enough to spread the work
+SHARD_COLUMN = "_shard"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    filter: ResolvedFilter
+    out: str
+    rows_per_shard: int
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: str
+    rows: int
+    shards: int
+    skipped: bool  # the same export was already complete
+    manifest: dict
+
+
+def validate_request(config: Config, request: ExportRequest) -> None:
+    """Refuse a bad request before any engine starts."""
+    wide = {c.name for c in _wide_table().contract.columns}
+    unknown = [c for c in request.columns if c not in wide]
+    if unknown:
+        raise ExportError(f"--columns: unknown column {unknown[0]!r} (known: {', '.join(sorted(wide))})")
+    if request.rows_per_shard < 1:
+        raise ExportError("--rows-per-shard must be at least 1")
+    if not is_remote(request.out) and Path(request.out).resolve() == Path(config.warehouse).resolve():
+        raise ExportError("--out must not be the warehouse itself")
+    if not table_exists(_wide_table().path(config), config.format):
+        raise ExportError(f"laion.{WIDE_TABLE} is not built yet at {_wide_table().path(config)}: run build first")
+
+
+def _wide_table():
+    return next(t for t in discover_tables() if t.name == WIDE_TABLE)
+
+
+def export_id(source: dict, request: ExportRequest) -> str:
+    """Names one export: same table version, filter, columns and shard size, same id."""
+    key = json.dumps({"source": source, "where": request.filter.where, "columns": list(request.columns),
+                      "rows_per_shard": request.rows_per_shard}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult:
+    path = _wide_table().path(config)
+    version = delta_version(path) if config.format == "delta" else None
+    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format, "version": version}
+    identity = export_id(source, request)
+    target = target_for(request.out)
+    existing = target.read_json(MANIFEST)
+    if existing and existing.get("export_id") == identity and target.exists(SUCCESS):
+        log.info("%s already holds this export (%s); nothing to do", request.out, identity)
+        return ExportResult(request.out, existing["totals"]["rows"], existing["totals"]["shards"], True, existing)
+    if existing and existing.get("export_id") != identity:
+        raise ExportError(f"{request.out} holds another export ({existing.get('filter', {}).get('where')!r} of "
+                          f"version {existing.get('source', {}).get('version')}); choose an empty folder")
+    staging = _staging_dir(config, request.out, identity)
+    if not (staging / STAGING_DONE).exists():
+        with step(f"[export] writing shards of laion.{WIDE_TABLE} where {request.filter.where}"):
+            _stage(spark, config, source, request, staging)
+    with step(f"[export] publishing shards to {request.out}"):
+        shards = _publish(target, staging)
+    manifest = _manifest(identity, source, request, shards)
+    target.write_bytes(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    target.write_bytes(SUCCESS, b"")
+    shutil.rmtree(staging, ignore_errors=True)
+    if not any(staging.parent.iterdir()):
+        staging.parent.rmdir()
+    return ExportResult(request.out, manifest["totals"]["rows"], len(shards), False, manifest)
+
+
+def _staging_dir(config: Config, out: str, identity: str) -> Path:
+    """Where the engine writes: beside a local export (outside `shards/`), else a local temp area."""
+    base = Path(out) / "_staging" if not is_remote(out) else Path(tempfile.gettempdir()) / "laion-etl-export"
+    return base / identity
+
+
+def _stage(spark, config: Config, source: dict, request: ExportRequest, staging: Path) -> None:
+    reader = spark.read.format(config.format)
+    if source["version"] is not None:
+        reader = reader.option("versionAsOf", source["version"])
+    extras = [c for c in request.columns if c not in ("url", "text")]
+    rows = (reader.load(source["path"]).filter(request.filter.where)
+            .select(F.col("url").alias("URL"), F.col("text").alias("TEXT"), *extras, F.col("hash").alias("_hash")))
+    order = ["_hash", "URL", "TEXT"] + [c for c in extras if c != "hash"]
+    # The hash's top bits keep the hash order: buckets are ranges of the sort order.
+    bucketed = rows.withColumn("_bucket", F.shiftright(F.col("_hash"), 64 - BUCKET_BITS))
+    counts = sorted((r["_bucket"], r["count"]) for r in bucketed.groupBy("_bucket").count().collect())
+    offsets, total = [], 0
+    for bucket, count in counts:
+        offsets.append((bucket, total))
+        total += count
+    if total == 0:
+        raise ExportError(f"no row of laion.{WIDE_TABLE} matches {request.filter.where}")
+    in_bucket = Window.partitionBy("_bucket").orderBy(*[F.col(c).asc_nulls_first() for c in order])
+    numbered = (bucketed.join(F.broadcast(spark.createDataFrame(offsets, "_bucket bigint, _offset bigint")), "_bucket")
+                .withColumn("_index", F.col("_offset") + F.row_number().over(in_bucket) - 1)
+                .withColumn(SHARD_COLUMN, F.floor(F.col("_index") / F.lit(request.rows_per_shard)).cast("bigint")))
+    shard_count = -(-total // request.rows_per_shard)
+    shutil.rmtree(staging, ignore_errors=True)
+    (numbered.repartition(shard_count, SHARD_COLUMN)
+     .sortWithinPartitions(SHARD_COLUMN, "_index")
+     .drop("_bucket", "_offset", "_index", "_hash")
+     .write.partitionBy(SHARD_COLUMN).parquet(str(staging)))
+    (staging / STAGING_DONE).write_text(json.dumps({"rows": total, "shards": shard_count}))
+
+
+def _publish(target: ExportTarget, staging: Path) -> list[dict]:
+    """Move each staged shard to its final name; shards already in place (a resumed run) stay."""
+    planned = json.loads((staging / STAGING_DONE).read_text())
+    shards = []
+    for shard in range(planned["shards"]):
+        name = f"{SHARDS_DIR}/part-{shard:05d}.parquet"
+        folder = staging / f"{SHARD_COLUMN}={shard}"
+        files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+        if len(files) > 1:
+            raise ExportError(f"{folder}: the engine split shard {shard} into {len(files)} files; "
+                              "use a smaller --rows-per-shard")
+        if files:
+            stats = file_stats(files[0])
+            target.put_file(files[0], name)
+        else:
+            stats = target.stats(name)
+            if stats is None:
+                raise ExportError(f"shard {shard} is neither staged nor published; rerun the export")
+        shards.append({"name": name, **stats})
+    return shards
+
+
+def _manifest(identity: str, source: dict, request: ExportRequest, shards: list[dict]) -> dict:
+    out = request.out.rstrip("/")
+    extras = [c for c in request.columns if c not in ("url", "text")]
+    return {
+        "export_id": identity,
+        "filter": {"name": request.filter.name, "where": request.filter.where},
+        "source": source,
+        "columns": ["URL", "TEXT", *extras],
+        "rows_per_shard": request.rows_per_shard,
+        "shards": shards,
+        "totals": {"rows": sum(s["rows"] for s in shards), "shards": len(shards),
+                   "bytes": sum(s["bytes"] for s in shards)},
+        "img2dataset": (f"img2dataset --url_list {out}/{SHARDS_DIR} --input_format parquet --url_col URL "
+                        f"--caption_col TEXT --save_additional_columns '{json.dumps(extras)}' "
+                        "--output_format webdataset --disable_all_reencoding True --output_folder <images>"),
+    }
+
+
+def clip_inference_input(folder: str, tar_names: Sequence[str]) -> Optional[str]:
+    """clip-retrieval's `--input_dataset` for img2dataset webdataset shards: `<folder>/{00000..00012}.tar`."""
+    ids = sorted(int(name.split(".")[0]) for name in tar_names if name.endswith(".tar") and name.split(".")[0].isdigit())
+    if not ids:
+        return None
+    first, last = ids[0], ids[-1]
+    if ids != list(range(first, last + 1)):
+        return " ".join(f"{folder.rstrip('/')}/{i:05d}.tar" for i in ids)
+    return f"{folder.rstrip('/')}/{{{first:05d}..{last:05d}}}.tar" if first != last else f"{folder.rstrip('/')}/{first:05d}.tar"

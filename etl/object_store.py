@@ -1,0 +1,121 @@
+"""Where an export goes: a local folder, or an `s3://` prefix written with boto3.
+
+boto3 takes its credentials and region from the environment and its endpoint from
+`AWS_ENDPOINT_URL` (set from the config's `s3.endpoint`); nothing secret passes through here.
+Published shards carry their row count and sha256 (local: recomputed; S3: object metadata), so
+a resumed export can list them in the manifest without downloading them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Protocol
+
+import pyarrow.parquet as pq
+
+
+class ExportTarget(Protocol):
+    def read_json(self, name: str) -> Optional[dict]: ...
+    def exists(self, name: str) -> bool: ...
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+    def put_file(self, local: Path, name: str) -> None: ...
+    def stats(self, name: str) -> Optional[dict]: ...
+
+
+def target_for(out: str) -> ExportTarget:
+    if out.startswith("s3://"):
+        return S3Target(out)
+    if "://" in out:
+        raise ValueError(f"--out: only local folders and s3:// are supported, not {out}")
+    return LocalTarget(Path(out))
+
+
+def file_stats(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"rows": pq.ParquetFile(path).metadata.num_rows, "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest()}
+
+
+class LocalTarget:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read_json(self, name: str) -> Optional[dict]:
+        path = self.root / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name).exists()
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+    def put_file(self, local: Path, name: str) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(local), str(path))
+
+    def stats(self, name: str) -> Optional[dict]:
+        path = self.root / name
+        return file_stats(path) if path.is_file() else None
+
+
+class S3Target:
+    def __init__(self, uri: str) -> None:
+        import boto3
+
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"--out: no bucket in {uri}")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def read_json(self, name: str) -> Optional[dict]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return json.loads(body)
+
+    def exists(self, name: str) -> bool:
+        return self._head(name) is not None
+
+    def _head(self, name: str) -> Optional[dict]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+
+    def put_file(self, local: Path, name: str) -> None:
+        stats = file_stats(local)
+        self.client.upload_file(str(local), self.bucket, self._key(name), ExtraArgs={
+            "Metadata": {"rows": str(stats["rows"]), "sha256": stats["sha256"]}})
+        local.unlink()
+
+    def stats(self, name: str) -> Optional[dict]:
+        head = self._head(name)
+        if head is None:
+            return None
+        meta = head.get("Metadata", {})
+        return {"rows": int(meta["rows"]), "bytes": int(head["ContentLength"]), "sha256": meta["sha256"]}
