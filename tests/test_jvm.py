@@ -114,6 +114,20 @@ def test_jvm_and_sail_agree_on_synthetic_sources(both_engines_on_synth, table):
     assert_same_rows(jvm.select(sail.column_names).cast(sail.schema), sail)
 
 
+def test_jvm_export_gives_the_same_shards_as_sail(both_engines_on_synth):
+    root = both_engines_on_synth
+    args = ["--where", "aesthetic_score > 4", "--rows-per-shard", "100"]
+    submitted = spark_submit("--config", str(root / "jvm.yaml"), *args, "--out", str(root / "jvm_export"), job="export.py")
+    assert submitted.returncode == 0, submitted.stdout[-3000:]
+    assert main(["export", "--config", str(root / "sail.yaml"), *args, "--out", str(root / "sail_export")]) == 0
+    names = sorted(p.name for p in (root / "sail_export" / "shards").iterdir())
+    assert len(names) > 1 and names == sorted(p.name for p in (root / "jvm_export" / "shards").iterdir())
+    for name in names:
+        jvm = pq.read_table(root / "jvm_export" / "shards" / name)
+        sail = pq.read_table(root / "sail_export" / "shards" / name)
+        assert jvm.cast(sail.schema).to_pylist() == sail.to_pylist(), name
+
+
 def _add_nolang_joined_row(sources: Path) -> None:
     path = sources / "laion1B-nolang-joined" / "part-00000.parquet"
     table = pq.read_table(path)
