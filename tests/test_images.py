@@ -7,20 +7,18 @@ as `{key}.jpg` whatever their real type (as with `--disable_all_reencoding True`
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import json
 import os
 import subprocess
 import tarfile
-import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import serve_folder
 from etl.hashing import laion_hash
 from etl.images import (
     IMAGE_SUFFIXES,
@@ -474,12 +472,8 @@ def image_server(tmp_path):
     root.mkdir()
     for sample, (image, suffix) in SUCCESS_IMAGES.items():
         (root / f"{sample}.{suffix}").write_bytes(image)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as url:
+        yield url
 
 
 @pytest.mark.parametrize("output_format", ["files", "webdataset", "parquet"])

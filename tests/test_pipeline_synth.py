@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REAL_PAIRS, assert_same_rows, demo_config, read_delta
+from conftest import build_synthetic, REAL_PAIRS, assert_same_rows, demo_config, read_delta
 from etl.cli import main
 from etl.hashing import laion_hashes
 from etl.synth import generate
@@ -30,9 +30,7 @@ def source_rows(sources: Path, folder: str) -> pa.Table:
 @pytest.fixture(scope="module")
 def synth_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    summary = generate(root / "sources", rows=6_000, seed=7, images="webdataset")
-    config = demo_config(root / "sources", root / "warehouse", root / "demo.yaml")
-    assert main(["build", "--config", str(config)]) == 0
+    summary, config = build_synthetic(root, rows=6_000, seed=7)
     return root, summary, config
 
 

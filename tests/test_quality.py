@@ -12,11 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from conftest import assert_same_rows, demo_config, read_delta
-from etl import laion_hash
-from etl.cli import main
+from conftest import build_synthetic, assert_same_rows, read_delta
 from etl.hashing import laion_hashes
-from etl.synth import generate
 from planted import planted_config, write_planted_sources
 
 SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
@@ -43,9 +40,7 @@ def duplicate_figures(keys) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def synth_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dq")
-    summary = generate(root / "sources", rows=4_000, seed=3, images="webdataset")
-    config = demo_config(root / "sources", root / "warehouse", root / "demo.yaml")
-    assert main(["build", "--config", str(config)]) == 0
+    summary, config = build_synthetic(root, rows=4_000, seed=3)
     return root, summary, config
 
 

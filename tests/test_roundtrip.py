@@ -3,13 +3,10 @@ the next build folds its output back into the wide table (path and real type of 
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import json
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import read_delta
+from conftest import read_delta, serve_folder
 from etl import laion_hash
-from etl.cli import main
 
 FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
 
@@ -33,12 +29,8 @@ def image_server(tmp_path):
         buffer = io.BytesIO()
         Image.new("RGB", (16 + index, 16), (40 * index, 90, 200)).save(buffer, format=pil_format)
         (root / f"image{index}.{suffix}").write_bytes(buffer.getvalue())
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as url:
+        yield url
 
 
 def write_sources(root: Path, base_url: str) -> list[tuple[str, str]]:
