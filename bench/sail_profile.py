@@ -132,7 +132,10 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, type=Path, help="a sail/delta build config (its sources are used)")
     parser.add_argument("--warehouse", required=True, type=Path, help="a scratch warehouse (replaced)")
     parser.add_argument("--shuffle-partitions", type=int)
-    parser.add_argument("--alternatives", action="store_true", help="also time the alternative DMS SQL")
+    parser.add_argument("--alternatives", action="store_true",
+                        help="also time the alternatives: hash by mapInArrow, shuffle partitions, early projection")
+    parser.add_argument("--min-by", action="store_true",
+                        help="with --alternatives, also the min_by dedup (3-5x slower on Sail 0.7.2; watch memory)")
     args = parser.parse_args(argv)
 
     from etl import build
@@ -175,6 +178,8 @@ def main(argv=None) -> int:
             project = next(t for t in plan.tables if t.name == "dms_laion_wide").path(config)
             expected = fingerprint(spark, project)
             for name, sql in ALTERNATIVES.items():
+                if name.startswith("min_by") and not args.min_by:
+                    continue
                 path = str(args.warehouse / "alternatives" / name.replace(" ", "_").replace(",", "")
                            .replace("(", "").replace(")", ""))
                 timed(f"dms_laion_wide: select + write, {name}", timings,
