@@ -79,6 +79,7 @@ def register_existing_tables(spark, config: Config) -> list[Table]:
 
 def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     config = plan.config
+    spark.conf.set("spark.sql.shuffle.partitions", str(plan.shuffle_partitions))
     register_existing_tables(spark, config)
     known = {t.name: t for t in discover_tables()}
     for table in plan.tables:

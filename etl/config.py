@@ -36,7 +36,7 @@ class SubsetSources:
 @dataclass(frozen=True)
 class SparkSettings:
     master: str = "local[2]"
-    shuffle_partitions: int = 4
+    shuffle_partitions: Optional[int] = None  # None ("auto"): derived from the input bytes of each build
     conf: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -214,9 +214,11 @@ def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
 def _parse_spark(raw: Any) -> SparkSettings:
     spec = _mapping(raw, "spark")
     _refuse_unknown(spec, {"master", "shuffle_partitions", "conf"}, "spark.")
-    partitions = spec.get("shuffle_partitions", SparkSettings.shuffle_partitions)
-    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-        raise ConfigError("spark.shuffle_partitions: must be a positive integer")
+    partitions = spec.get("shuffle_partitions", "auto")
+    if partitions == "auto":
+        partitions = None
+    elif not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+        raise ConfigError("spark.shuffle_partitions: must be a positive integer or auto")
     conf = _mapping(spec.get("conf"), "spark.conf")
     return SparkSettings(
         master=str(spec.get("master", SparkSettings.master)),

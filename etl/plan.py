@@ -10,9 +10,15 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from etl.config import Config, ConfigError
+from etl.session import local_cores
+from etl.storage import tree_bytes
 from etl.images import list_shards
 from etl.project import LAYERS, Table, discover_tables
 from etl.sources import FAMILIES, MissingInputError, SourceFile, resolve_files
+
+# Bytes of (compressed parquet) input per shuffle partition when the config says `auto`: big
+# enough that a cluster run gets thousands of partitions, not hundreds of thousands.
+INPUT_BYTES_PER_SHUFFLE_PARTITION = 256 * 1024 * 1024
 
 SOURCE_VIEWS = {f"src_laion_{family}": family for family in FAMILIES}
 IMAGE_VIEW = "src_image_index"
@@ -43,6 +49,24 @@ class BuildPlan:
         if families:
             return sum(f.footer.num_rows for family in families for f in self.source_files[family])
         return None
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes the plan reads: its source files, or the upstream tables when it reads no source."""
+        source_bytes = sum(f.footer.size for files in self.source_files.values() for f in files)
+        if source_bytes:
+            return source_bytes
+        known = {t.name: t for t in discover_tables()}
+        planned = {t.name for t in self.tables}
+        upstream = {name for t in self.tables for name in t.upstream_tables if name not in planned}
+        return sum(tree_bytes(known[name].path(self.config)) for name in upstream if name in known)
+
+    @property
+    def shuffle_partitions(self) -> int:
+        """The config's figure, or (auto) one partition per 256 MB of input, at least one per core."""
+        if self.config.spark.shuffle_partitions:
+            return self.config.spark.shuffle_partitions
+        return max(local_cores(), -(-self.input_bytes // INPUT_BYTES_PER_SHUFFLE_PARTITION))
 
     def describe_inputs(self, table: Table) -> str:
         parts = []

@@ -36,6 +36,10 @@ def export_s3_settings(config: Config) -> None:
         os.environ["AWS_ALLOW_HTTP"] = "true"
 
 
+def local_cores() -> int:
+    return os.cpu_count() or 2
+
+
 @contextmanager
 def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
     """A ready SparkSession for `config.engine`; stopped (session before server) on exit.
@@ -53,7 +57,7 @@ def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
     else:
         spark = _connect_session(config.connect_url)
     try:
-        spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         register_laion_hash(spark)
         spark.sql(f"create database if not exists {DATABASE}")

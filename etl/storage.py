@@ -65,6 +65,8 @@ class ParquetFooter:
     # Float columns whose row-group min equals max: NaNs may hide there, and Sail 0.7.2 reads
     # such a column as the constant, replacing every NaN with it (measured, silently).
     constant_float_columns: tuple[str, ...] = ()
+    size: int = 0  # bytes
+    modified_ns: Optional[int] = None  # modification time, ns since the epoch, where the store keeps one
 
     @property
     def file_name(self) -> str:
@@ -74,10 +76,19 @@ class ParquetFooter:
 def read_footer(path: str) -> ParquetFooter:
     """Row count and schema of one parquet file from its footer alone."""
     fs, inner = filesystem(path)
+    info = fs.get_file_info(inner)
     with fs.open_input_file(inner) as handle:
         metadata = pq.ParquetFile(handle).metadata
         return ParquetFooter(path=path, num_rows=metadata.num_rows, schema=metadata.schema.to_arrow_schema(),
-                             constant_float_columns=_constant_float_columns(metadata))
+                             constant_float_columns=_constant_float_columns(metadata), size=info.size,
+                             modified_ns=info.mtime_ns)
+
+
+def tree_bytes(root: str) -> int:
+    """Total size of the files under `root` (0 when it does not exist)."""
+    fs, inner = filesystem(root)
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+    return sum(i.size for i in infos if i.type == pafs.FileType.File)
 
 
 def _constant_float_columns(metadata: pq.FileMetaData) -> tuple[str, ...]:

@@ -38,7 +38,9 @@ def format_plan(plan) -> str:
     subsets = ", ".join(plan.subset_names)
     scope = "replace these subset partitions" if plan.subsets else "rewrite whole tables"
     header = (f"build plan: engine {plan.config.engine}, format {plan.config.format}, "
-              f"warehouse {plan.config.warehouse}\nsubsets: {subsets} ({scope})")
+              f"warehouse {plan.config.warehouse}\nsubsets: {subsets} ({scope})\n"
+              f"input: {plan.input_bytes / 1e6:,.1f} MB, {plan.shuffle_partitions} shuffle partitions"
+              f"{'' if plan.config.spark.shuffle_partitions else ' (auto: one per 256 MB, at least one per core)'}")
     rows = [(i + 1, t.layer, f"{DATABASE}.{t.name}", plan.describe_inputs(t), ",".join(t.partition_by(plan.config)) or "-")
             for i, t in enumerate(plan.tables)]
     return header + "\n" + format_rows(("step", "layer", "table", "inputs", "partitioned by"), rows)

@@ -248,6 +248,25 @@ def test_dry_run_with_subsets_counts_only_those_inputs(cli, tmp_path, planted_ro
     assert not (tmp_path / "warehouse").exists()
 
 
+def test_auto_shuffle_partitions_follow_the_input_bytes(tmp_path, planted_root, monkeypatch):
+    from etl import plan as plan_module
+    from etl.config import load_config
+    from etl.plan import make_plan
+
+    text = Path(config_file(tmp_path, planted_root, tmp_path / "warehouse")).read_text()
+    config = load_config(config_file(tmp_path, planted_root, tmp_path / "warehouse",
+                                     text.replace("shuffle_partitions: 2", "shuffle_partitions: auto")))
+    plan = make_plan(config)
+    assert plan.input_bytes == sum(p.stat().st_size for p in planted_root.rglob("*.parquet")
+                                   if "images" not in p.parts)
+    monkeypatch.setattr(plan_module, "local_cores", lambda: 2)
+    assert plan.shuffle_partitions == 2  # kilobytes of input: one partition per core
+    monkeypatch.setattr(plan_module, "INPUT_BYTES_PER_SHUFFLE_PARTITION", plan.input_bytes // 10)
+    assert plan.shuffle_partitions == 11
+    fixed = load_config(config_file(tmp_path, planted_root, tmp_path / "warehouse"))
+    assert make_plan(fixed).shuffle_partitions == 2 == fixed.spark.shuffle_partitions
+
+
 # --- builds -------------------------------------------------------------------------------------
 
 
@@ -430,3 +449,14 @@ def test_synth_overwrite_replaces_its_own_tree_but_not_foreign_files(cli, tmp_pa
     assert "my-notes.txt" in line
     assert foreign.read_text() == "keep me"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet")) == second
+
+
+def test_plan_reading_only_tables_sizes_its_shuffle_by_the_upstream_tables(built):
+    from etl.config import load_config
+    from etl.plan import make_plan
+
+    config, warehouse = built
+    plan = make_plan(load_config(config), layers=["dms"])
+    upstream = [warehouse / "ods/ods_laion_joined", warehouse / "dmd/dmd_image_path_suffix_aesthetics"]
+    assert plan.input_bytes == sum(f.stat().st_size for table in upstream for f in table.rglob("*") if f.is_file())
+    assert plan.input_bytes > 0

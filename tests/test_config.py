@@ -135,8 +135,12 @@ def test_images_and_optional_sections_may_be_left_out(tmp_path):
     config = load(tmp_path, MINIMAL)
     assert config.images == ()
     assert config.engine == "sail" and config.format == "delta"
-    assert config.spark.shuffle_partitions == 4
+    assert config.spark.shuffle_partitions is None  # auto: the build derives it from its input bytes
     assert config.sources[0].aesthetic == ()
+
+
+def test_shuffle_partitions_auto_is_the_default_spelled_out(tmp_path):
+    assert load(tmp_path, MINIMAL + "spark:\n  shuffle_partitions: auto\n").spark.shuffle_partitions is None
 
 
 def test_layers_section_overrides_defaults(tmp_path):
@@ -254,11 +258,11 @@ def test_explicit_overrides_beat_the_environment(tmp_path):
     ("warehouse: wh\nsources:\n  laion2B-en: b/*.parquet\n", r"^sources\.laion2B-en: must be a mapping"),
     (MINIMAL + "    aesthetic: 5\n", r"^sources\.laion2B-en\.aesthetic: must be a string or a list"),
     (MINIMAL + "    language: 5\n", r"^sources\.laion2B-en\.language: must be a string"),
-    (MINIMAL + "spark:\n  shuffle_partitions: 0\n", r"^spark\.shuffle_partitions: must be a positive integer"),
-    (MINIMAL + "spark:\n  shuffle_partitions: -3\n", r"^spark\.shuffle_partitions: must be a positive integer"),
-    (MINIMAL + "spark:\n  shuffle_partitions: two\n", r"^spark\.shuffle_partitions: must be a positive integer"),
-    (MINIMAL + "spark:\n  shuffle_partitions: true\n", r"^spark\.shuffle_partitions: must be a positive integer"),
-    (MINIMAL + "spark:\n  shuffle_partitions: 2.5\n", r"^spark\.shuffle_partitions: must be a positive integer"),
+    (MINIMAL + "spark:\n  shuffle_partitions: 0\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
+    (MINIMAL + "spark:\n  shuffle_partitions: -3\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
+    (MINIMAL + "spark:\n  shuffle_partitions: two\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
+    (MINIMAL + "spark:\n  shuffle_partitions: true\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
+    (MINIMAL + "spark:\n  shuffle_partitions: 2.5\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
     (MINIMAL + "spark:\n  executors: 2\n", r"^spark\.executors: unknown key"),
     (MINIMAL + "engine: connect\n", r"^connect_url: engine 'connect' needs a Spark Connect URL"),
     (MINIMAL + "engine: connect\nconnect_url: http://host:15002\n", r"^connect_url: "),

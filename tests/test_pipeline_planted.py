@@ -10,7 +10,7 @@ from conftest import assert_same_rows, read_delta
 from etl import laion_hash
 from etl.config import load_config
 from etl.project import discover_tables
-from planted import A, B, D, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
+from planted import A, B, D, IMAGE_KEY_A, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
 
 
 
@@ -107,3 +107,29 @@ def test_rebuild_with_unchanged_inputs_gives_same_rows_and_new_version(planted_b
     assert main(["build", "--config", str(config)]) == 0
     assert DeltaTable(str(path)).version() == version_before + 1
     assert_same_rows(read_delta(path), before)
+
+
+def test_image_downloaded_into_two_folders_gives_one_row_from_the_first_folder(tmp_path):
+    import shutil
+
+    from etl.cli import main
+
+    write_planted_sources(tmp_path / "sources")
+    shutil.copytree(tmp_path / "sources/images", tmp_path / "sources/images-again")
+    text = planted_config(tmp_path / "sources", tmp_path / "warehouse")
+    # Listed second, the folder that sorts first must still win: the order is by folder, not by config.
+    text = text.replace(f"  - {tmp_path / 'sources'}/images\n",
+                        f"  - {tmp_path}/sources/images-again\n  - {tmp_path}/sources/images\n")
+    assert "images-again" in text
+    config = tmp_path / "planted.yaml"
+    config.write_text(text)
+    assert main(["build", "--config", str(config)]) == 0
+
+    index = read_delta(tmp_path / "warehouse/ods/ods_image_index")
+    assert index.column("url").to_pylist().count(A[0]) == 2
+    dmd = read_delta(tmp_path / "warehouse/dmd/dmd_image_path_suffix_aesthetics")
+    assert dmd.num_rows == 6
+    wide = {r["url"]: r for r in read_delta(tmp_path / "warehouse/dms/dms_laion_wide").to_pylist()}
+    assert wide[A[0]]["image_path"] == f"{tmp_path}/sources/images/00000.tar#{IMAGE_KEY_A}.jpg"
+    expected = pa.Table.from_pylist(expected_wide_rows(tmp_path / "sources"), schema=WIDE_SCHEMA)
+    assert_same_rows(read_delta(tmp_path / "warehouse/dms/dms_laion_wide"), expected)

@@ -6,20 +6,58 @@ with joined as (
 
 ),
 
--- LAION repeats SAMPLE_IDs and, rarely, hashes: keep one base row per hash, by a total order.
-base_per_hash as (
+dmd as (
 
-    select *
+    select * from laion.dmd_image_path_suffix_aesthetics
+
+),
+
+-- LAION repeats SAMPLE_IDs and, rarely, hashes. Only the few repeated (subset, hash) keys need
+-- a window: ranking every row would sort the whole table for them.
+repeated_keys as (
+
+    select subset, hash
+    from dmd
+    group by subset, hash
+    having count(*) > 1
+
+),
+
+unrepeated_base as (
+
+    select subset, hash, sample_id, license, nsfw, aesthetic_score, image_path, image_suffix
+    from dmd
+    left anti join repeated_keys
+        on dmd.subset = repeated_keys.subset
+        and dmd.hash = repeated_keys.hash
+
+),
+
+-- One base row per repeated hash, by a total order, so reruns agree.
+first_repeated_base as (
+
+    select subset, hash, sample_id, license, nsfw, aesthetic_score, image_path, image_suffix
     from (
         select
-            *,
+            dmd.*,
             row_number() over (
-                partition by subset, hash
+                partition by dmd.subset, dmd.hash
                 order by file_name nulls last, sample_id nulls last, url nulls last, text nulls last, license nulls last, nsfw nulls last
             ) as base_rank
-        from laion.dmd_image_path_suffix_aesthetics
+        from dmd
+        left semi join repeated_keys
+            on dmd.subset = repeated_keys.subset
+            and dmd.hash = repeated_keys.hash
     )
     where base_rank = 1
+
+),
+
+base_per_hash as (
+
+    select * from unrepeated_base
+    union all
+    select * from first_repeated_base
 
 ),
 
