@@ -199,8 +199,10 @@ class TreeMemory:
 
 # --- one engine run ----------------------------------------------------------------------------
 
-def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout: float) -> dict:
-    """Run `command` in its own session; time it, sample its tree's memory, follow its stages."""
+def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout: float, cwd: Path = REPO) -> dict:
+    """Run `command` in its own session; time it, sample its tree's memory, follow its stages.
+
+    `python -m` puts the working directory first on sys.path: run it in the tree being measured."""
     print(f"  [{name}] $ {' '.join(command)}", flush=True)
     stages: dict[str, dict] = {}
     stdout_lines: list[str] = []
@@ -208,7 +210,7 @@ def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout
     started = time.monotonic()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                   cwd=str(REPO), start_new_session=True, bufsize=1, errors="replace")
+                                   cwd=str(cwd), start_new_session=True, bufsize=1, errors="replace")
         memory = TreeMemory(process.pid).start()
 
         def follow_stderr() -> None:
@@ -459,12 +461,12 @@ def run_size(rows: int, args, cores: int) -> dict:
         if engine == "sail":
             config = write_config(size_dir / "sail.yaml", sources, out / "warehouse", "sail", "delta", args, planted)
             run = run_engine(engine, [python, "-m", "etl.cli", "build", "--config", str(config)],
-                             engine_env(args), logs / "sail.log", args.timeout)
+                             engine_env(args), logs / "sail.log", args.timeout, cwd=args.tree)
             warehouse = out / "warehouse"
         elif engine == "jvm":
             config = write_config(size_dir / "jvm.yaml", sources, out / "warehouse", "spark", "parquet", args, planted)
             run = run_engine(engine, [python, "-m", "etl.cli", "build", "--config", str(config), "--engine", "spark"],
-                             engine_env(args, jvm=True), logs / "jvm.log", args.timeout)
+                             engine_env(args, jvm=True), logs / "jvm.log", args.timeout, cwd=args.tree)
             warehouse = out / "warehouse"
         elif engine == "duckdb":
             config = write_config(size_dir / "sail.yaml", sources, size_dir / "sail" / "warehouse", "sail", "delta", args,
