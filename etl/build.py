@@ -9,25 +9,29 @@ downstream table is built on it. Writes are serialised: one writer per table at 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from datetime import datetime, timezone
+from typing import Callable, Optional
 
 from pyspark.sql import functions as F
 
 from etl.config import Config
 from etl.contracts import ContractError
 from etl.images import INDEX_DDL, index_batches
-from etl.meta import QUARANTINE, meta_contract, meta_path
-from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, BuildPlan
+from etl.inputs import WHOLE_TABLE
+from etl.meta import QUARANTINE, append_source_files, append_table_inputs, meta_contract, meta_path
+from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
 from etl.progress import step
 from etl.project import DATABASE, Table, discover_tables
-from etl.quality import FAIL, TableQuality
+from etl.quality import FAIL, WARN, RuleResult, TableQuality
 from etl.sources import accepted_rows, read_family, rejected_rows
 from etl.validation import Validator, histograms
-from etl.writer import Rollback, register_table, table_exists, table_rows, write_table
+from etl.writer import Rollback, delta_version, register_table, table_exists, table_rows, write_table
 
-SUBSET_DEFAULTS_VIEW = "cfg_subsets"
+log = logging.getLogger("etl")
 
+UNCHANGED = "unchanged"  # a step's verdict when its inputs had not changed and it was skipped
 
 class BuildError(RuntimeError):
     """A build step that cannot go on; the message names the table."""
@@ -60,6 +64,8 @@ class BuildState:
     quality: list[TableQuality] = field(default_factory=list)
     published: dict[str, Optional[int]] = field(default_factory=dict)
     rolled_back: dict[str, Optional[int]] = field(default_factory=dict)
+    refusals: dict[str, RuleResult] = field(default_factory=dict)  # ODS table -> its refused source files
+    on_publish: Optional[Callable[[], None]] = None  # called after each table is published and recorded
 
     @property
     def quarantined_rows(self) -> int:
@@ -82,16 +88,23 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     spark.conf.set("spark.sql.shuffle.partitions", str(plan.shuffle_partitions))
     register_existing_tables(spark, config)
     known = {t.name: t for t in discover_tables()}
+    _apply_bad_file_policy(spark, plan, state)
     for table in plan.tables:
         _require_upstream(config, known, table)
-        quarantine = _bind_input_views(spark, plan, table)
-        rows_in = plan.input_rows(table)
+        keys = plan.rebuild[table.name]
+        if not keys:
+            log.info("[%s] %s: inputs unchanged since it was built, skipped", table.layer, table.name)
+            state.steps.append(_unchanged_step(table, config))
+            continue
+        subsets = None if keys == (WHOLE_TABLE,) else keys
+        quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
+        rows_in = plan.input_rows(table, subsets)
         if rows_in is None and table.driving_table:
-            rows_in = table_rows(spark, known[table.driving_table].path(config), config.format, plan.subsets)
-        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table)}") as timer:
-            quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id) if quarantine else None
+            rows_in = table_rows(spark, known[table.driving_table].path(config), config.format, subsets)
+        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer:
+            quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id, subsets) if quarantine else None
             rollback = Rollback(table.path(config), config.format)
-            written = _materialise(spark, plan, table, state.run_id)
+            written = _materialise(spark, plan, table, state.run_id, subsets)
             quality = _validate(spark, plan, table, state, written.version)
         state.steps.append(StepResult(
             table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
@@ -107,11 +120,63 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             raise GateError(_gate_message(table.name, broken, restored))
         rollback.discard()
         state.published[table.name] = written.version
+        _record_inputs(spark, plan, table, keys, state.run_id, written.version)
+        if state.on_publish:
+            state.on_publish()
+
+
+def _unchanged_step(table: Table, config) -> StepResult:
+    path = table.path(config)
+    version = delta_version(path) if config.format == "delta" else None
+    return StepResult(table=table.name, layer=table.layer, rows_in=None, rows_out=None, quarantined=None,
+                      version=version, seconds=0.0, verdict=UNCHANGED, path=path)
+
+
+def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
+    """Report refused source files against the ODS tables that would read them; stop under `fail`."""
+    refused = plan.all_refused
+    if not refused:
+        return
+    policy = plan.config.on_bad_file
+    for table in plan.tables:
+        families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
+        files = [f for family in families for f in plan.refused_files.get(family, [])]
+        if not files:
+            continue
+        rule = refused_files_rule(table.name, files, FAIL if policy == "fail" else WARN)
+        state.refusals[table.name] = rule
+        if policy == "fail":
+            append_source_files(spark, plan.config, state.run_id, table.name, [], files, None)
+            state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
+                                              published=False, rules=[rule]))
+    for file in refused:
+        log.warning("refused %s (on_bad_file: %s)", file.message, policy)
+    if policy == "fail":
+        raise BuildError(f"{plan.refusal_message()}; on_bad_file is fail, so nothing was built "
+                         f"(fix or remove the files, or set on_bad_file: skip to build without them)")
+
+
+def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], run_id: str,
+                   version: Optional[int]) -> None:
+    """After publishing: which source files this version was built from, and each partition's signature."""
+    families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
+    if families:
+        def rebuilt(f) -> bool:
+            return keys == (WHOLE_TABLE,) or f.subset in keys
+
+        files = [f for family in families for f in plan.source_files[family] if rebuilt(f)]
+        refused = [f for family in families for f in plan.refused_files[family] if rebuilt(f)]
+        append_source_files(spark, plan.config, run_id, table.name, files, refused, version)
+    signatures = {key: plan.signatures[(table.name, key)] for key in keys}
+    append_table_inputs(spark, plan.config, run_id, table.name, signatures, version,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def _validate(spark, plan: BuildPlan, table: Table, state: BuildState, version: Optional[int]) -> TableQuality:
     current = spark.read.format(plan.config.format).load(table.path(plan.config))
     rules = state.validator.validate(table.contract, current)
+    if table.name in state.refusals:
+        rules.append(state.refusals[table.name])
     quality = TableQuality(
         table=table.name, layer=table.layer, version=version,
         rows=table_rows(spark, table.path(plan.config), plan.config.format), published=True, rules=rules,
@@ -119,6 +184,16 @@ def _validate(spark, plan: BuildPlan, table: Table, state: BuildState, version: 
     )
     state.quality.append(quality)
     return quality
+
+
+def refused_files_rule(table: str, files: list, severity: str) -> RuleResult:
+    return RuleResult(
+        table=table, rule_id="source_files_readable", expectation="on_bad_file policy",
+        description="every source file of the table can be read (unreadable, empty and duplicate files are refused)",
+        severity=severity, success=False, observed_value=len(files), unexpected_count=len(files),
+        sample=tuple(f.message for f in files[:20]),
+        details={"refused_files": len(files), "policy": "fail" if severity == FAIL else "skip"},
+    )
 
 
 def _gate_message(table: str, broken, restored: Optional[int]) -> str:
@@ -137,7 +212,7 @@ def _reregister(spark, config: Config, table: Table, restored: Optional[int]) ->
         register_table(spark, table.name, table.path(config), config.format, bool(table.partition_by(config)))
 
 
-def _materialise(spark, plan: BuildPlan, table: Table, run_id: str):
+def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Optional[tuple[str, ...]]):
     df = spark.sql(table.sql)
     actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     problems = table.contract.schema_differences(actual)
@@ -145,18 +220,20 @@ def _materialise(spark, plan: BuildPlan, table: Table, run_id: str):
         raise ContractError(f"{table.name}: the SELECT in {table.sql_path.name} breaks its contract "
                             f"{table.contract.path.name}: {'; '.join(problems)}")
     partition_by = table.partition_by(plan.config)
-    replace = {"subset": plan.subsets} if plan.subsets and "subset" in partition_by else None
+    whole = subsets is None or set(subsets) >= set(plan.config.subset_names)
+    replace = {"subset": list(subsets)} if not whole and "subset" in partition_by else None
     written = write_table(spark, df, table.path(plan.config), plan.config.format, partition_by, replace, run_id)
     register_table(spark, table.name, table.path(plan.config), plan.config.format, bool(partition_by))
     return written
 
 
-def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: str) -> Optional[int]:
+def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: str,
+                      subsets: Optional[tuple[str, ...]]) -> Optional[int]:
     """Replace this table's quarantined rows for the subsets being built; return how many."""
     contract = meta_contract(QUARANTINE)
     rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
                            F.lit(table.name).alias("ods_table"), "subset")
-    replace = {"ods_table": [table.name], "subset": list(plan.subset_names)}
+    replace = {"ods_table": [table.name], "subset": list(subsets or plan.subset_names)}
     written = write_table(spark, rows, meta_path(plan.config, QUARANTINE), plan.config.format,
                           contract.partition_by, replace, run_id)
     register_table(spark, QUARANTINE, meta_path(plan.config, QUARANTINE), plan.config.format, True)
@@ -173,12 +250,13 @@ def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> 
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
 
 
-def _bind_input_views(spark, plan: BuildPlan, table: Table):
-    """Create the temp views the table's SQL reads; return the rejected source rows, if any."""
+def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, ...]):
+    """Create the temp views the table's SQL reads (source files of `subsets` only); return the
+    rejected source rows, if any."""
     rejected = None
     for view in table.input_views:
         if view in SOURCE_VIEWS:
-            family_rows = read_family(spark, SOURCE_VIEWS[view], plan.source_files[SOURCE_VIEWS[view]])
+            family_rows = read_family(spark, SOURCE_VIEWS[view], plan.files_of(SOURCE_VIEWS[view], subsets))
             accepted_rows(family_rows).createOrReplaceTempView(view)
             rejected = rejected_rows(family_rows) if rejected is None else rejected.unionByName(rejected_rows(family_rows))
         elif view == IMAGE_VIEW:

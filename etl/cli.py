@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from etl.config import Config, ConfigError, load_config
+from etl.lock import LockError
+from etl.redact import RedactingFormatter, redact
 from etl.sources import MissingInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -54,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="rebuild the layers ODS -> DMD -> DMS")
     _add_config(build)
     build.add_argument("--layers", type=comma_list, help="comma-separated layers (default: ods,dmd,dms)")
-    build.add_argument("--subsets", type=comma_list, help="comma-separated subsets to rebuild (default: all)")
+    build.add_argument("--subsets", type=comma_list,
+                       help="comma-separated subsets to rebuild, changed or not (default: every subset whose "
+                            "inputs changed since it was built)")
+    build.add_argument("--force", action="store_true", help="rebuild every planned table, changed inputs or not")
     build.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
     sql = commands.add_parser("sql", help="run Spark SQL over the laion.* tables (no query: a prompt)")
@@ -92,8 +97,9 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
     args = build_parser().parse_args(argv)
     # Our progress at INFO; libraries (Great Expectations is chatty) only from WARNING.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     for library in ("great_expectations", "sqlglot"):
         logging.getLogger(library).setLevel(logging.DEBUG if args.verbose else logging.ERROR)
@@ -103,6 +109,9 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
         if args.command == "clip-input":
             return _clip_input(args)
         config = load_config(args.config, overrides={"engine": args.engine})
+        from etl.session import export_s3_settings
+
+        export_s3_settings(config)  # planning and request checks reach S3 before any engine starts
         if args.command == "build":
             return _build(args, config, submitted)
         if args.command == "sql":
@@ -113,11 +122,14 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _export(args, config, submitted)
         return _tables(config, submitted)
     except (ConfigError, MissingInputError) as exc:
-        print(f"laion-etl: error: {exc}", file=sys.stderr)
+        print(f"laion-etl: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except LockError as exc:  # another run holds the warehouse: nothing was started
+        print(f"laion-etl: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:  # one line for people; the traceback with --verbose
         log.debug("failure detail", exc_info=True)
-        print(f"laion-etl: failed: {_first_line(exc)}", file=sys.stderr)
+        print(f"laion-etl: failed: {redact(_first_line(exc))}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -158,7 +170,7 @@ def _build(args, config: Config, submitted: bool) -> int:
     from etl.plan import make_plan
     from etl.summary import format_plan, format_results
 
-    plan = make_plan(config, layers=args.layers, subsets=args.subsets)
+    plan = make_plan(config, layers=args.layers, subsets=args.subsets, force=args.force)
     if args.dry_run:
         print(format_plan(plan))
         return EXIT_OK

@@ -7,6 +7,7 @@ without reading code. Relative paths are resolved against the config file's fold
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -16,12 +17,30 @@ import yaml
 ENV_PREFIX = "LAION_ETL__"
 ENGINES = ("sail", "spark", "connect")
 FORMATS = ("delta", "parquet")
+BAD_FILE_POLICIES = ("fail", "skip")
 DEFAULT_LANGUAGES = {"laion2B-en": "en", "laion1B-nolang": "nolang"}
 LAYERS_FILE = Path(__file__).resolve().parent.parent / "conf" / "layers.yaml"
+DEFAULT_LOCK_STALE_SECONDS = 600
+# Object storage: attempts per request (the first try included) and seconds a request may go
+# unanswered before it is abandoned and retried. Both reach every S3 client (etl/session.py).
+DEFAULT_S3_MAX_ATTEMPTS = 5
+DEFAULT_S3_TIMEOUT_SECONDS = 30.0
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key."""
+
+
+# Names that become one path segment (partition folders `subset=<name>`, table folders): letters,
+# digits, `.`, `_`, `-`, no `..`, so nothing built from them lands outside the warehouse.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+def check_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise ConfigError(f"{where}: {value!r} is not a valid name (letters, digits, '.', '_', '-', "
+                          "starting with a letter or digit, no '..')")
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,8 +75,12 @@ class Config:
     spark: SparkSettings
     connect_url: Optional[str]
     s3_endpoint: Optional[str]
+    s3_max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
+    s3_timeout_seconds: float = DEFAULT_S3_TIMEOUT_SECONDS
     reports: str = ""  # local folder for the HTML data-quality reports
     dq_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "table.rule_id" -> overrides
+    on_bad_file: str = "fail"  # a source file that cannot be used: fail the build, or skip it and go on
+    lock_stale_seconds: int = DEFAULT_LOCK_STALE_SECONDS  # a warehouse lock silent this long is taken over
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -135,7 +158,7 @@ def _find_key(node: dict, key: str) -> str:
 
 def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3",
-             "reports", "dq"}
+             "reports", "dq", "on_bad_file", "lock_stale_seconds"}
     _refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
     fmt = _choice(raw, "format", FORMATS, default="delta")
@@ -148,8 +171,6 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     connect_url = raw.get("connect_url")
     if engine == "connect" and not (isinstance(connect_url, str) and connect_url.startswith("sc://")):
         raise ConfigError("connect_url: engine 'connect' needs a Spark Connect URL like sc://host:15002")
-    s3_raw = _mapping(raw.get("s3"), "s3")
-    _refuse_unknown(s3_raw, {"endpoint"}, "s3.")
     reports = raw.get("reports")
     if reports is not None and not isinstance(reports, str):
         raise ConfigError("reports: must be a folder path")
@@ -166,14 +187,17 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         layers=_parse_layers(raw.get("layers")),
         spark=_parse_spark(raw.get("spark")),
         connect_url=connect_url,
-        s3_endpoint=s3_raw.get("endpoint"),
+        **_parse_s3(raw.get("s3")),
         reports=_path(reports, base_dir),
         dq_rules=_parse_dq(raw.get("dq")),
+        on_bad_file=_choice(raw, "on_bad_file", BAD_FILE_POLICIES, default="fail"),
+        lock_stale_seconds=_positive_int(raw, "lock_stale_seconds", DEFAULT_LOCK_STALE_SECONDS),
     )
 
 
 def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
     where = f"sources.{name}"
+    check_name(name, where)
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping with base, joined, aesthetic, language")
     _refuse_unknown(spec, {"base", "joined", "aesthetic", "language"}, where + ".")
@@ -192,6 +216,22 @@ def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
         aesthetic=tuple(_path(g, base_dir) for g in _string_list(spec.get("aesthetic"), where + ".aesthetic")),
         language=language,
     )
+
+
+def _parse_s3(raw: Any) -> dict[str, Any]:
+    """The `s3` section as Config fields: endpoint, attempts per request, request timeout."""
+    spec = _mapping(raw, "s3")
+    _refuse_unknown(spec, {"endpoint", "max_attempts", "timeout_seconds"}, "s3.")
+    endpoint = spec.get("endpoint")
+    if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith(("http://", "https://"))):
+        raise ConfigError(f"s3.endpoint: must be an http:// or https:// URL, got {endpoint!r}")
+    attempts = spec.get("max_attempts", DEFAULT_S3_MAX_ATTEMPTS)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        raise ConfigError(f"s3.max_attempts: must be a positive integer (1: no retry), got {attempts!r}")
+    timeout = spec.get("timeout_seconds", DEFAULT_S3_TIMEOUT_SECONDS)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise ConfigError(f"s3.timeout_seconds: must be a positive number of seconds, got {timeout!r}")
+    return {"s3_endpoint": endpoint, "s3_max_attempts": attempts, "s3_timeout_seconds": float(timeout)}
 
 
 def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
@@ -259,6 +299,13 @@ def _choice(raw: Mapping[str, Any], key: str, choices: tuple[str, ...], default:
     value = raw.get(key) or default
     if value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}: must be a positive whole number of seconds, got {value!r}")
     return value
 
 

@@ -57,6 +57,10 @@ class Contract:
     histograms: Mapping[str, tuple[float, float, int]] = field(default_factory=dict)  # column -> (min, max, bins)
 
     @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
     def ddl(self) -> str:
         return ", ".join(f"{c.name} {c.type}" for c in self.columns)
 

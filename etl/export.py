@@ -74,10 +74,24 @@ def validate_request(config: Config, request: ExportRequest) -> None:
         raise ExportError(f"--columns: unknown column {unknown[0]!r} (known: {', '.join(sorted(wide))})")
     if request.rows_per_shard < 1:
         raise ExportError("--rows-per-shard must be at least 1")
-    if not is_remote(request.out) and Path(request.out).resolve() == Path(config.warehouse).resolve():
-        raise ExportError("--out must not be the warehouse itself")
+    _check_out(request.out, config.warehouse)
     if not table_exists(_wide_table().path(config), config.format):
         raise ExportError(f"laion.{WIDE_TABLE} is not built yet at {_wide_table().path(config)}: run build first")
+
+
+def _check_out(out: str, warehouse: str) -> None:
+    """The export folder is the user's; the shards must not land in the warehouse, nor the warehouse in it."""
+    if out.startswith("s3://"):
+        segments = out[len("s3://"):].rstrip("/").split("/")
+        if any(segment in ("", ".", "..") for segment in segments):
+            raise ExportError(f"--out: {out!r} has an empty, '.' or '..' part; object keys are not resolved "
+                              "like paths, so name the bucket and prefix plainly")
+    if is_remote(out) != is_remote(warehouse):
+        return
+    out_root, warehouse_root = (p if is_remote(p) else str(Path(p).resolve()) for p in (out, warehouse))
+    out_root, warehouse_root = out_root.rstrip("/") + "/", warehouse_root.rstrip("/") + "/"
+    if out_root.startswith(warehouse_root) or warehouse_root.startswith(out_root):
+        raise ExportError(f"--out: {out!r} overlaps the warehouse {warehouse}; export to a folder of its own")
 
 
 def _wide_table():

@@ -1,8 +1,10 @@
-"""The run bookkeeping tables under `<warehouse>/meta/`: runs, dq_results, quarantine.
+"""The run bookkeeping tables under `<warehouse>/meta/`: runs, dq_results, quarantine,
+source_files, table_inputs.
 
-Their schemas are contracts in `expectations/meta/`. `runs` and `dq_results` grow by blind
-appends (one run at a time); `quarantine` is replaced per (ods_table, subset) like the ODS
-partitions it belongs to, so rerunning a build does not pile up copies of rejected rows.
+Their schemas are contracts in `expectations/meta/`. `runs`, `dq_results`, `source_files` and
+`table_inputs` grow by blind appends (one run at a time); `quarantine` is replaced per
+(ods_table, subset) like the ODS partitions it belongs to, so rerunning a build does not pile up
+copies of rejected rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from etl.writer import append_rows, register_table, table_exists
 
 META_LAYER = "meta"
 RUNS, DQ_RESULTS, QUARANTINE = "runs", "dq_results", "quarantine"
+SOURCE_FILES, TABLE_INPUTS = "source_files", "table_inputs"
+META_TABLES = (RUNS, DQ_RESULTS, QUARANTINE, SOURCE_FILES, TABLE_INPUTS)
 COVERAGE_TABLE = "dms_laion_wide"
 COVERAGE_RULES = {"aesthetic": "aesthetic_coverage", "image": "image_coverage"}
 HISTORY_RUNS = 20
@@ -34,7 +38,7 @@ def meta_path(config: Config, name: str) -> str:
 
 
 def register_meta_tables(spark, config: Config) -> None:
-    for name in (RUNS, DQ_RESULTS, QUARANTINE):
+    for name in META_TABLES:
         path = meta_path(config, name)
         if table_exists(path, config.format):
             register_table(spark, name, path, config.format, bool(meta_contract(name).partition_by))
@@ -55,7 +59,7 @@ class RunRecord:
     format: str
     layers: str = ""
     subsets: str = ""
-    status: str = "failed"
+    status: str = "running"
     verdict: str = "fail"
     finished_at: str = ""
     published: dict = None
@@ -70,10 +74,35 @@ class RunRecord:
                 to_json(self.rolled_back or {}), self.quarantined_rows, self.report_path, self.message)
 
 
-def append_run(spark, config: Config, record: RunRecord) -> None:
+def save_run(spark, config: Config, record: RunRecord) -> None:
+    """Insert or replace the run's row in one commit: written when the run starts (status running),
+    after every table it publishes, and when it ends; a killed run keeps its last state."""
     contract = meta_contract(RUNS)
-    df = spark.createDataFrame([record.row()], contract.ddl)
-    _append(spark, config, RUNS, df, record.run_id)
+    path = meta_path(config, RUNS)
+    if not table_exists(path, config.format):
+        _append(spark, config, RUNS, spark.createDataFrame([record.row()], contract.ddl), record.run_id)
+        return
+    if config.format == "delta":
+        import pyarrow as pa
+        from deltalake import CommitProperties, DeltaTable
+
+        row = pa.Table.from_pylist([dict(zip(contract.column_names, record.row()))], schema=_arrow_schema(contract))
+        (DeltaTable(path).merge(row, predicate="target.run_id = source.run_id", source_alias="source",
+                                target_alias="target",
+                                commit_properties=CommitProperties(custom_metadata={"userMetadata": record.run_id}))
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+    else:  # parquet (JVM tests): the table is small, rewrite it whole
+        others = [tuple(r) for r in spark.read.parquet(path).collect() if r.run_id != record.run_id]
+        spark.createDataFrame(others + [record.row()], contract.ddl).write.mode("overwrite").parquet(path)
+    register_table(spark, RUNS, path, config.format, False)
+
+
+def _arrow_schema(contract: Contract):
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(),
+             "float": pa.float32(), "boolean": pa.bool_()}
+    return pa.schema([(c.name, types[c.type]) for c in contract.columns])
 
 
 def append_dq_results(spark, config: Config, run_id: str, versions: dict[str, Optional[int]],
@@ -86,6 +115,54 @@ def append_dq_results(spark, config: Config, run_id: str, versions: dict[str, Op
              None if r.unexpected_percent is None else float(r.unexpected_percent),
              to_json(list(r.sample)), to_json(r.details)) for r in results]
     _append(spark, config, DQ_RESULTS, spark.createDataFrame(rows, meta_contract(DQ_RESULTS).ddl), run_id)
+
+
+def append_source_files(spark, config: Config, run_id: str, table: str, files: list, refused: list,
+                        version: Optional[int]) -> None:
+    """The files a table version was built from (status read) and the ones refused for it."""
+    rows = [(run_id, table, f.subset, f.family, f.path, f.footer.size, f.footer.modified_ns, f.footer.fingerprint,
+             f.footer.num_rows, "read", None, version) for f in files]
+    rows += [(run_id, table, f.subset, f.family, f.path, f.size, f.modified_ns, None, None, "refused", f.reason, None)
+             for f in refused]
+    if rows:
+        _append(spark, config, SOURCE_FILES, spark.createDataFrame(rows, meta_contract(SOURCE_FILES).ddl), run_id)
+
+
+def append_table_inputs(spark, config: Config, run_id: str, table: str, signatures: dict[str, Optional[str]],
+                        version: Optional[int], recorded_at: str) -> None:
+    """Record what each rebuilt partition of `table` was built from (see etl/inputs.py)."""
+    rows = [(run_id, table, key, signature, version, recorded_at) for key, signature in signatures.items()
+            if signature is not None]
+    if rows:
+        _append(spark, config, TABLE_INPUTS, spark.createDataFrame(rows, meta_contract(TABLE_INPUTS).ddl), run_id)
+
+
+def recorded_signatures(config: Config) -> dict[tuple[str, str], str]:
+    """The latest recorded signature of every (table, subset), read without an engine."""
+    rows = read_meta_rows(config, TABLE_INPUTS, ["run_id", "table_name", "subset", "signature"])
+    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    for row in rows:
+        key = (row["table_name"], row["subset"])
+        if key not in latest or row["run_id"] > latest[key][0]:
+            latest[key] = (row["run_id"], row["signature"])
+    return {key: signature for key, (_, signature) in latest.items()}
+
+
+def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:
+    """Rows of a meta table through delta-rs or pyarrow (no engine needed; [] when it does not exist)."""
+    path = meta_path(config, name)
+    if not table_exists(path, config.format):
+        return []
+    if config.format == "delta":
+        from deltalake import DeltaTable
+
+        return DeltaTable(path).to_pyarrow_table(columns=columns).to_pylist()
+    import pyarrow.dataset as ds
+
+    from etl.storage import filesystem
+
+    fs, inner = filesystem(path)
+    return ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
 
 
 def _append(spark, config: Config, name: str, df, run_id: str) -> None:

@@ -1,7 +1,8 @@
 """Where an export goes: a local folder, or an `s3://` prefix written with boto3.
 
-boto3 takes its credentials and region from the environment and its endpoint from
-`AWS_ENDPOINT_URL` (set from the config's `s3.endpoint`); nothing secret passes through here.
+boto3 takes its credentials and region from the environment, its endpoint from
+`AWS_ENDPOINT_URL` (set from the config's `s3.endpoint`) and its retries and timeouts from the
+config's `s3` section; nothing secret passes through here.
 Published shards carry their row count and sha256 (local: recomputed; S3: object metadata), so
 a resumed export can list them in the manifest without downloading them.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 import pyarrow.parquet as pq
+
+from etl.storage import s3_max_attempts, s3_timeout_seconds
 
 
 class ExportTarget(Protocol):
@@ -41,6 +44,17 @@ def file_stats(path: Path) -> dict:
             digest.update(block)
     return {"rows": pq.ParquetFile(path).metadata.num_rows, "bytes": os.path.getsize(path),
             "sha256": digest.hexdigest()}
+
+
+def client_config():
+    """botocore settings from the `s3` config section (exported to the environment by the session
+    factory): standard retry mode (exponential backoff with jitter; 5xx, throttling and dropped
+    connections retried) for `max_attempts` attempts, and the request timeout."""
+    from botocore.config import Config as BotoConfig
+
+    timeout = s3_timeout_seconds()
+    return BotoConfig(retries={"mode": "standard", "max_attempts": s3_max_attempts()},
+                      connect_timeout=timeout, read_timeout=timeout)
 
 
 class LocalTarget:
@@ -79,7 +93,8 @@ class S3Target:
         if not bucket:
             raise ValueError(f"--out: no bucket in {uri}")
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                                   config=client_config())
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from etl.config import Config
+from etl.config import Config, ConfigError
 from etl.contracts import Contract, load_contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +21,8 @@ LAYERS = ("ods", "dmd", "dms")
 DATABASE = "laion"
 _TABLE_REF = re.compile(r"\b" + DATABASE + r"\.([a-z0-9_]+)", re.IGNORECASE)
 _VIEW_REF = re.compile(r"\b((?:src|cfg)_[a-z0-9_]+)\b", re.IGNORECASE)
+# A table name is its folder under the warehouse and an unquoted SQL name (`laion.<table>`).
+_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def discover_tables() -> list[Table]:
     for layer in LAYERS:
         layer_tables = {}
         for sql_path in sorted((SQL_DIR / layer).glob("*.sql")):
+            if not _TABLE_NAME.match(sql_path.stem):
+                raise ConfigError(f"{sql_path}: table name {sql_path.stem!r} must be lower-case letters, digits "
+                                  "and '_', starting with a letter (it names the table's folder and laion.<table>)")
             contract = load_contract(CONTRACTS_DIR / layer / f"{sql_path.stem}.yaml")
             layer_tables[sql_path.stem] = Table(sql_path.stem, layer, sql_path, contract)
         ordered.extend(_dependency_order(layer_tables))

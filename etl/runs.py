@@ -1,8 +1,10 @@
 """A run from start to report: open the session, build or validate, then record and report.
 
-Whatever happens in between — success, a broken `fail` rule, an engine error — the run ends by
-appending its rule results to `meta.dq_results`, its record to `meta.runs` and writing the HTML
-report, so every result points at an exact table version and every failure is on the page.
+The run's row in `meta.runs` is written when it starts (status running) and rewritten after each
+table it publishes, so a killed run still says which tables it had made current. Whatever happens
+in between — success, a broken `fail` rule, an engine error — the run ends by appending its rule
+results to `meta.dq_results`, finishing its `meta.runs` row and writing the HTML report, so every
+result points at an exact table version and every failure is on the page.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import Optional, Sequence
 
 from etl.build import BuildState, StepResult, register_existing_tables, run_build
 from etl.config import Config
-from etl.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, append_run,
+from etl.lock import warehouse_lock
+from etl.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, save_run,
                       coverage_history, meta_path, previous_observed_values, register_meta_tables)
 from etl.plan import BuildPlan
 from etl.project import discover_tables
 from etl.quality import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
 from etl.report import write_report
 from etl.session import open_session
+from etl.sources import explain_read_failure
 from etl.validation import Validator, histograms
 from etl.writer import delta_version, table_exists, table_rows
 
@@ -53,15 +57,22 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="build", started_at=_now(), engine=config.engine,
                        format=config.format, layers=",".join(plan.layers), subsets=",".join(plan.subset_names))
-    with open_session(config, submitted=submitted) as spark:
+    with warehouse_lock(config, run_id, "build"), open_session(config, submitted=submitted) as spark:
         register_meta_tables(spark, config)
+        save_run(spark, config, record)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
         state = BuildState(run_id=run_id, validator=validator)
+
+        def publish_progress() -> None:
+            record.published = dict(state.published)
+            save_run(spark, config, record)
+
+        state.on_publish = publish_progress
         error = None
         try:
             run_build(spark, plan, state)
         except Exception as exc:  # recorded and reported below, then re-raised by the caller
-            error = exc
+            error = explain_read_failure(exc, plan.source_files)  # Sail's decoding errors name no file
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
         outcome = _finish(spark, config, record, state.quality, error)
@@ -74,8 +85,9 @@ def execute_dq(config: Config, table_names: Optional[Sequence[str]] = None, subm
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="dq", started_at=_now(), engine=config.engine, format=config.format)
     tables = [t for t in discover_tables() if table_names is None or t.name in table_names]
-    with open_session(config, submitted=submitted) as spark:
+    with warehouse_lock(config, run_id, "dq"), open_session(config, submitted=submitted) as spark:
         register_meta_tables(spark, config)
+        save_run(spark, config, record)
         register_existing_tables(spark, config)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
         quality = []
@@ -114,7 +126,7 @@ def _finish(spark, config: Config, record: RunRecord, quality: list[TableQuality
     record.status = "failed" if error is not None or run_quality.verdict == FAIL_VERDICT else "succeeded"
     record.report_path = str(report_path)
     record.message = run_quality.failure or ""
-    append_run(spark, config, record)
+    save_run(spark, config, record)
     return RunOutcome(run_id=record.run_id, verdict=run_quality.verdict, report_path=report_path, steps=[],
                       quality=run_quality, error=error)
 

@@ -27,7 +27,21 @@ DELTA_EXTENSIONS = {
 
 
 def export_s3_settings(config: Config) -> None:
-    """Hand `s3.endpoint` to boto3/pyarrow (`AWS_ENDPOINT_URL`) and to Sail (`AWS_ENDPOINT`)."""
+    """Hand the `s3` section to every S3 client in this process (and the engine's workers).
+
+    The environment is the one channel they all read: boto3 (`AWS_ENDPOINT_URL`,
+    `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), pyarrow through etl.storage (the same names plus
+    `AWS_TIMEOUT`), and the Rust object_store inside Sail and delta-rs (`AWS_ENDPOINT`,
+    `AWS_ALLOW_HTTP`, `AWS_TIMEOUT`, `AWS_CONNECT_TIMEOUT`). object_store's retry count is not
+    settable from the environment: it retries 5xx answers and timed-out reads up to 10 times
+    within 3 minutes, with exponential backoff.
+    """
+    os.environ["AWS_MAX_ATTEMPTS"] = str(config.s3_max_attempts)
+    os.environ["AWS_RETRY_MODE"] = "standard"  # botocore: backoff with jitter, throttling errors retried
+    # object_store parses durations with a unit; whole milliseconds keep fractional seconds.
+    timeout = f"{round(config.s3_timeout_seconds * 1000)}ms"
+    os.environ["AWS_TIMEOUT"] = timeout
+    os.environ["AWS_CONNECT_TIMEOUT"] = timeout
     if not config.s3_endpoint:
         return
     os.environ["AWS_ENDPOINT_URL"] = config.s3_endpoint

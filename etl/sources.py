@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import reduce
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyarrow.types as pat
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from etl.storage import ParquetFooter, expand_glob, read_footer, read_table
+from etl.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +81,68 @@ class SourceFile:
         return self.footer.path
 
 
-def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool = False) -> list[SourceFile]:
-    """Expand globs into files with their footers; a glob matching nothing is an error."""
-    files = []
+@dataclass(frozen=True)
+class RefusedFile:
+    """A source file the build will not read, and why (the message names the file)."""
+
+    family: str
+    subset: str
+    path: str
+    reason: str
+    size: Optional[int] = None
+    modified_ns: Optional[int] = None
+
+    @property
+    def message(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class ResolvedFiles:
+    files: list[SourceFile]
+    refused: list[RefusedFile]
+
+
+def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool = False,
+                  seen: Optional[dict[str, str]] = None) -> ResolvedFiles:
+    """Expand globs into files with their footers; a glob matching nothing is an error.
+
+    Files that cannot be used (unreadable, zero bytes, a byte-for-byte copy of a file already
+    seen, per `seen`: fingerprint -> path) are returned as refused, for the caller's policy.
+    """
+    seen = {} if seen is None else seen
+    resolved = ResolvedFiles([], [])
     for rank, pattern in enumerate(globs):
         paths = expand_glob(pattern)
         if not paths:
             raise MissingInputError(f"sources.{subset}.{family}: no file matches {pattern}")
         for path in paths:
-            files.append(SourceFile(
+            footer, problem = _footer(path)
+            if problem is None and footer.fingerprint in seen:
+                problem = f"duplicate of {seen[footer.fingerprint]} (same size and footer): its rows would be read twice"
+            if problem is not None:
+                size, modified_ns = file_stat(path)
+                resolved.refused.append(RefusedFile(family, subset, path, problem, size, modified_ns))
+                continue
+            seen[footer.fingerprint] = path
+            resolved.files.append(SourceFile(
                 family=family,
                 subset=subset,
-                footer=_footer(path),
+                footer=footer,
                 source_rank=rank if ranked else 0,
                 source_name=_source_name(pattern) if ranked else "",
             ))
-    return files
+    return resolved
 
 
-def _footer(path: str) -> ParquetFooter:
+def _footer(path: str) -> tuple[Optional[ParquetFooter], Optional[str]]:
     try:
-        return read_footer(path)
+        return read_footer(path), None
     except (OSError, pa.ArrowException) as exc:
-        raise SourceError(f"{path}: not a readable parquet file ({exc})") from None
+        size, _ = file_stat(path)
+        if size == 0:
+            return None, "empty file (0 bytes), not parquet"
+        return None, f"not a readable parquet file ({' '.join(str(exc).split())})"
 
 
 def _source_name(pattern: str) -> str:
@@ -150,7 +190,7 @@ def read_source_file(spark, source: SourceFile) -> DataFrame:
     columns = FAMILY_COLUMNS[source.family]
     by_lower = {field.name.lower(): field for field in source.footer.schema}
     raw = _load(spark, source, columns, by_lower)
-    file_problem = _file_problem(by_lower, columns)
+    file_problem = _file_problem(source.footer.schema, by_lower, columns)
     if file_problem:
         log.warning("%s: %s; its %d rows go to quarantine", source.path, file_problem, source.footer.num_rows)
         selected = [F.lit(None).cast(c.type).alias(c.name) for c in columns]
@@ -167,7 +207,9 @@ def read_source_file(spark, source: SourceFile) -> DataFrame:
         F.lit(source.footer.file_name).alias("file_name"),
         F.lit(source.subset).alias("subset"),
         reason.alias(REJECT_REASON),
-        F.to_json(F.struct(*[F.col(f"`{name}`") for name in raw.columns])).alias(ORIGINAL_VALUES),
+        # `*`, not the names: two columns that differ only in case cannot be named apart (binary
+        # values come out base64-encoded).
+        F.to_json(F.struct("*")).alias(ORIGINAL_VALUES),
         F.lit(source.path).alias(SOURCE_PATH),
     ]
     return raw.select(*selected)
@@ -185,12 +227,23 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     if not used & set(source.footer.constant_float_columns):
         return spark.read.parquet(source.path)
     log.info("%s: float statistics with min == max; reading it through pyarrow", source.path)
-    return spark.createDataFrame(read_table(source.path))
+    table = read_table(source.path)
+    # pyarrow does not check UTF-8 when decoding and the engine refuses such data with an error
+    # that names no file; the engine's own reader fails on it too, so this path fails the same way.
+    problem = _invalid_utf8_column(table)
+    if problem:
+        raise SourceError(f"{source.path}: {problem}")
+    return spark.createDataFrame(table)
 
 
-def _file_problem(by_lower: dict[str, pa.Field], columns: tuple[SourceColumn, ...]) -> Optional[str]:
+def _file_problem(schema: pa.Schema, by_lower: dict[str, pa.Field],
+                  columns: tuple[SourceColumn, ...]) -> Optional[str]:
     """Why no row of this file can be accepted (a schema that cannot be reconciled), or None."""
     for column in columns:
+        names = (column.name, *column.aliases)
+        candidates = [f.name for f in schema if f.name.lower() in names]
+        if len(candidates) > 1:
+            return f"{column.name} is ambiguous: the file has columns {', '.join(candidates)}"
         field = _find_field(by_lower, column)
         if field is None:
             if column.required:
@@ -206,28 +259,60 @@ def _castable(source: pa.DataType, target: str) -> bool:
     if target == "string":
         return True
     return pat.is_integer(source) or pat.is_floating(source) or pat.is_boolean(source) \
-        or pat.is_string(source) or pat.is_large_string(source) or pat.is_null(source)
+        or _is_text(source) or pat.is_null(source)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pat.is_string(kind) or pat.is_large_string(kind) or pat.is_string_view(kind)
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return pat.is_binary(kind) or pat.is_large_binary(kind) or pat.is_binary_view(kind)
 
 
 def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn) -> tuple[Column, Optional[Column]]:
     """The column cast to its canonical type, and an expression naming the problem when a value
-    is present but cannot be converted (null when it is fine)."""
+    is present but cannot be converted (null when it is fine).
+
+    Missing values: null, NaN in a float column and a blank string in a text column that holds
+    numbers. Integral columns take whole numbers only: 640.0 and "640.0" are 640, while 640.5,
+    "640.5" and "abc" are problems, never truncated. A string column arriving as bytes is decoded
+    as UTF-8; bytes that are not UTF-8 are a problem, never replaced.
+    """
     field = _find_field(by_lower, column)
     if field is None:
         return F.lit(None).cast(column.type), None
     raw = F.col(f"`{field.name}`")
-    present = raw.isNotNull()
+    convertible = raw  # what is cast: null where a present value must not convert
     if pat.is_floating(field.type) and column.type != "string":
         # NaN is a missing number in LAION's float columns, not a broken row.
-        raw = F.nanvl(raw, F.lit(None))
-        present = raw.isNotNull()
-    value = raw.try_cast(column.type)
-    problem = F.when(present & value.isNull(), F.lit(f"{column.name} is not a valid {column.type}"))
+        raw = convertible = F.nanvl(raw, F.lit(None))
+        if column.type in _INTEGRAL:
+            convertible = F.when(raw % 1 == 0, raw)
+    elif _is_text(field.type) and column.type != "string":
+        trimmed = F.trim(raw)
+        raw = F.when(trimmed != "", raw)
+        # "640.0" is how a float column written out as text spells a whole number.
+        convertible = F.regexp_replace(trimmed, r"\.0*$", "") if column.type in _INTEGRAL else trimmed
+    elif _is_bytes(field.type) and column.type == "string":
+        # Sail's cast of such bytes gives null, JVM Spark's passes them through unchecked: test first.
+        convertible = F.when(F.is_valid_utf8(raw), raw)
+    value = convertible.try_cast(column.type)
+    problem = F.when(raw.isNotNull() & value.isNull(), F.lit(_conversion_problem(field, column)))
     if column.name == "url":
         problem = (F.when(raw.isNull(), F.lit("url is null"))
-                   .when(F.trim(raw.cast("string")) == "", F.lit("url is empty"))
+                   .when(F.trim(value) == "", F.lit("url is empty"))
                    .otherwise(problem))
     return value, problem
+
+
+def _conversion_problem(field: pa.Field, column: SourceColumn) -> str:
+    """The reason a value of `field` cannot become `column`, naming the file's column where its
+    name is not the canonical one (e.g. `source_hash (column hash)`)."""
+    named = column.name if field.name.lower() == column.name else f"{column.name} (column {field.name})"
+    if column.type == "string":  # only bytes can fail to become a string
+        return f"{named} is not valid UTF-8"
+    return f"{named} is not a valid {column.type}"
 
 
 def _first_problem(problems: list[Column]) -> Column:
@@ -240,4 +325,51 @@ def _find_field(by_lower: dict[str, pa.Field], column: SourceColumn) -> Optional
     for name in (column.name, *column.aliases):
         if name in by_lower:
             return by_lower[name]
+    return None
+
+
+def explain_read_failure(error: BaseException, files: Mapping[str, Sequence[SourceFile]]) -> BaseException:
+    """`error`, or, when the engine failed to decode parquet data, a SourceError naming the first
+    source file pyarrow cannot decode either, and why.
+
+    Sail's decoding errors name no file ("Parquet argument error: EOF: eof decoding byte array",
+    "... encountered non UTF-8 data ..."), so the files are read again, one at a time, to find it.
+    That read happens only after such a failure: a healthy build never pays for it.
+    """
+    text = str(error).lower()
+    if isinstance(error, SourceError) or not any(word in text for word in ("parquet", "utf-8", "utf8")):
+        return error
+    for source in (f for family in files.values() for f in family):
+        problem = _undecodable(source.path)
+        if problem:
+            named = SourceError(f"{source.path}: {problem}")
+            named.__cause__ = error
+            return named
+    return error
+
+
+def _undecodable(path: str) -> Optional[str]:
+    """Why pyarrow cannot decode every page of `path` into valid Arrow data, or None."""
+    fs, inner = filesystem(path)
+    try:
+        with fs.open_input_file(inner) as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                problem = _invalid_utf8_column(parquet.read_row_group(group))
+                if problem:
+                    return problem
+    except (OSError, pa.ArrowException) as exc:
+        return f"cannot be decoded ({' '.join(str(exc).split())})"
+    return None
+
+
+def _invalid_utf8_column(table: pa.Table) -> Optional[str]:
+    """A string column holding bytes that are not UTF-8 (pyarrow reads them unchecked), or None."""
+    for name, column in zip(table.column_names, table.columns):
+        if _is_text(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                return (f"string column {name} holds bytes that are not valid UTF-8, which the engine cannot "
+                        f"read (store the column as binary to quarantine those rows, or fix the file)")
     return None

@@ -7,15 +7,19 @@ The S3 endpoint comes from the environment (`AWS_ENDPOINT_URL`, set from the con
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import io
 import glob as local_glob
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import urlencode
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from etl.config import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_SECONDS
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -24,12 +28,18 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     For S3 the endpoint comes from AWS_ENDPOINT_URL (boto3's name) or AWS_ENDPOINT (Sail's),
     with http when the endpoint says so or AWS_ALLOW_HTTP is true, so pyarrow reaches the same
     object store as the engine. Credentials come from the usual AWS environment variables.
+    Retries and timeouts are set, not left to the SDK's defaults: AWS_MAX_ATTEMPTS attempts per
+    request with the SDK's standard backoff (5xx, throttling and dropped connections are retried),
+    and AWS_TIMEOUT for connecting and for a response that stops arriving (both exported from
+    the config's `s3` section by etl.session.export_s3_settings).
     """
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     if not uri.startswith("s3://"):
         return pafs.FileSystem.from_uri(uri)
-    options = {}
+    timeout = s3_timeout_seconds()
+    options = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3_max_attempts()),
+               "connect_timeout": timeout, "request_timeout": timeout}
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
     if endpoint:
         scheme, separator, host = endpoint.partition("://")
@@ -40,10 +50,34 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             options["endpoint_override"] = endpoint.rstrip("/")
             allow_http = os.environ.get("AWS_ALLOW_HTTP", "").strip().lower() in ("true", "1", "yes")
             options["scheme"] = "http" if allow_http else "https"
+    bucket_and_key = uri[len("s3://"):]
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region and not endpoint:
+        region = pafs.resolve_s3_region(bucket_and_key.split("/", 1)[0])  # as FileSystem.from_uri does
     if region:
         options["region"] = region
-    return pafs.FileSystem.from_uri(f"{uri}?{urlencode(options)}" if options else uri)
+    return pafs.S3FileSystem(**options), bucket_and_key.rstrip("/")
+
+
+def s3_max_attempts() -> int:
+    """Attempts per S3 request, the first included (AWS_MAX_ATTEMPTS, as boto3 reads it)."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS")
+    if value is None:
+        return DEFAULT_S3_MAX_ATTEMPTS
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"AWS_MAX_ATTEMPTS: must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def s3_timeout_seconds() -> float:
+    """Seconds an S3 request may go unanswered (AWS_TIMEOUT, in object_store's `<n>s` or `<n>ms`)."""
+    value = os.environ.get("AWS_TIMEOUT")
+    if value is None:
+        return DEFAULT_S3_TIMEOUT_SECONDS
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*", value)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"AWS_TIMEOUT: must be a duration like 30s or 2500ms, got {value!r}")
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
 
 def expand_glob(pattern: str) -> list[str]:
@@ -67,6 +101,8 @@ class ParquetFooter:
     constant_float_columns: tuple[str, ...] = ()
     size: int = 0  # bytes
     modified_ns: Optional[int] = None  # modification time, ns since the epoch, where the store keeps one
+    # Digest of the footer (row groups, offsets, statistics) and size: equal only for copies of one file.
+    fingerprint: str = ""
 
     @property
     def file_name(self) -> str:
@@ -81,7 +117,25 @@ def read_footer(path: str) -> ParquetFooter:
         metadata = pq.ParquetFile(handle).metadata
         return ParquetFooter(path=path, num_rows=metadata.num_rows, schema=metadata.schema.to_arrow_schema(),
                              constant_float_columns=_constant_float_columns(metadata), size=info.size,
-                             modified_ns=info.mtime_ns)
+                             modified_ns=info.mtime_ns, fingerprint=_fingerprint(metadata, info.size))
+
+
+def _fingerprint(metadata: pq.FileMetaData, size: int) -> str:
+    # The serialised footer, not `to_dict()`: that decodes string statistics and raises on a
+    # column holding bytes that are not UTF-8.
+    footer = io.BytesIO()
+    metadata.write_metadata_file(footer)
+    return hashlib.sha256(size.to_bytes(8, "little") + footer.getvalue()).hexdigest()
+
+
+def file_stat(path: str) -> tuple[Optional[int], Optional[int]]:
+    """Size in bytes and modification time (ns) of one file; (None, None) when it cannot be stat'ed."""
+    try:
+        fs, inner = filesystem(path)
+        info = fs.get_file_info(inner)
+    except (OSError, pa.ArrowException):
+        return None, None
+    return info.size, info.mtime_ns
 
 
 def tree_bytes(root: str) -> int:

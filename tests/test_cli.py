@@ -214,7 +214,7 @@ def test_dry_run_prints_the_plan_in_build_order_and_touches_nothing(cli, tmp_pat
     assert not warehouse.exists()
 
     assert f"engine sail, format delta, warehouse {warehouse}" in out
-    assert "subsets: laion2B-en, laion1B-nolang (rewrite whole tables)" in out
+    assert "subsets: laion2B-en, laion1B-nolang (rebuild the partitions whose inputs changed)" in out
     names = [f"laion.{t.name}" for t in discover_tables()]
     assert set(names) == {f"laion.{n}" for n in TABLE_ROWS}
     rows = {}
@@ -357,9 +357,9 @@ def test_sql_without_a_query_reads_statements_from_stdin(cli, built, monkeypatch
     assert "error:" in err  # the broken statement is reported, the prompt goes on
 
 
-def test_rebuild_increments_every_version(cli, built_copy):
+def test_forced_rebuild_increments_every_version(cli, built_copy):
     config, warehouse = built_copy
-    code, out, err = cli("-q", "build", "--config", config)
+    code, out, err = cli("-q", "build", "--config", config, "--force")
     assert code == 0, err
     assert "6 tables built" in out
     code, out, _ = cli("tables", "--config", config)

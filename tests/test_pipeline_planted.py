@@ -96,7 +96,7 @@ def test_every_table_matches_its_contract_schema(planted_build):
         assert actual == [(c.name, c.type) for c in table.contract.columns], table.name
 
 
-def test_rebuild_with_unchanged_inputs_gives_same_rows_and_new_version(planted_build):
+def test_forced_rebuild_with_unchanged_inputs_gives_same_rows_and_new_version(planted_build):
     from deltalake import DeltaTable
 
     from etl.cli import main
@@ -104,7 +104,7 @@ def test_rebuild_with_unchanged_inputs_gives_same_rows_and_new_version(planted_b
     root, config = planted_build
     path = root / "warehouse/dms/dms_laion_wide"
     before, version_before = read_delta(path), DeltaTable(str(path)).version()
-    assert main(["build", "--config", str(config)]) == 0
+    assert main(["build", "--config", str(config), "--force"]) == 0
     assert DeltaTable(str(path)).version() == version_before + 1
     assert_same_rows(read_delta(path), before)
 

@@ -142,7 +142,7 @@ def test_rebuild_is_idempotent_on_every_table(synth_build):
     tables = discover_tables()
     paths = [t.path(load_config(config)) for t in tables]
     before = [read_delta(p) for p in paths]
-    assert main(["build", "--config", str(config)]) == 0
+    assert main(["build", "--config", str(config), "--force"]) == 0
     for path, old in zip(paths, before):
         assert_same_rows(read_delta(path), old)
 

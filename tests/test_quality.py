@@ -195,7 +195,7 @@ def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, 
     kept = [r for r in base.to_pylist() if r["url"] == "http://h.example/9.jpg"][0]
     assert (kept["width"], kept["height"]) == (7, 8)  # strings cast, then swapped back like every base row
 
-    assert run_cli("build", "--config", str(config))[0] == 0
+    assert run_cli("build", "--config", str(config), "--force")[0] == 0
     assert len(read_delta(tmp_path / "warehouse/meta/quarantine")) == len(quarantine)
     run = runs(tmp_path / "warehouse")[-1]
     assert run["quarantined_rows"] == 5

@@ -1,0 +1,104 @@
+"""What each table partition is built from, as one signature; which partitions a build must redo.
+
+A partition is a (table, subset) pair, or the whole table (subset `*`) where the table is not
+partitioned by subset. Its signature covers the table's SQL and schema, the subset's
+configuration, its source files (path, size, modification time, footer fingerprint; refused
+files too) and the signatures of the partitions it reads. After a partition is published the
+build records the signature in `meta.table_inputs`; the next build redoes a partition only when
+its signature differs from the recorded one (or none is recorded, or the table is missing).
+So an unchanged input set rebuilds nothing, a changed, added or removed part file redoes its
+subset and everything downstream of it, and a run killed between publishing and recording
+simply redoes that partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Optional, Sequence
+
+from etl.project import Table
+
+WHOLE_TABLE = "*"
+SUBSET_COLUMN = "subset"
+
+
+def partition_keys(table: Table, plan) -> tuple[str, ...]:
+    """The partitions of `table` this plan covers."""
+    if SUBSET_COLUMN in table.partition_by(plan.config):
+        return tuple(plan.subset_names)
+    return (WHOLE_TABLE,)
+
+
+def planned_signatures(plan, recorded: dict[tuple[str, str], str]) -> dict[tuple[str, str], Optional[str]]:
+    """Signature of every planned partition, in build order (upstream before downstream).
+
+    Upstream tables outside the plan contribute their recorded signature; an unrecorded one makes
+    the partition's signature None (unknown: always rebuilt).
+    """
+    signatures: dict[tuple[str, str], Optional[str]] = {}
+    planned = {t.name: t for t in plan.tables}
+    for table in plan.tables:
+        for key in partition_keys(table, plan):
+            upstream = []
+            for name in table.upstream_tables:
+                for upstream_key in _upstream_keys(planned.get(name), name, key, plan):
+                    ref = (name, upstream_key)
+                    upstream.append([name, upstream_key, signatures[ref] if name in planned else recorded.get(ref)])
+            if any(sig is None for _, _, sig in upstream):
+                signatures[(table.name, key)] = None
+                continue
+            signatures[(table.name, key)] = _digest({
+                "sql": table.sql,
+                "schema": [[c.name, c.type] for c in table.contract.columns],
+                "partition_by": list(table.partition_by(plan.config)),
+                "inputs": _view_inputs(table, key, plan),
+                "upstream": upstream,
+            })
+    return signatures
+
+
+def partitions_to_build(plan, table: Table, signatures: dict, recorded: dict, table_present: bool) -> tuple[str, ...]:
+    """Partitions of `table` this build redoes: forced, out of date, or all when the table is missing."""
+    keys = partition_keys(table, plan)
+    if plan.force or not table_present or (plan.subsets and keys != (WHOLE_TABLE,)):
+        return keys
+    return tuple(k for k in keys if signatures[(table.name, k)] is None
+                 or signatures[(table.name, k)] != recorded.get((table.name, k)))
+
+
+def _upstream_keys(planned_table: Optional[Table], name: str, key: str, plan) -> Sequence[str]:
+    """Which partitions of upstream table `name` feed partition `key`."""
+    from etl.project import discover_tables
+
+    upstream = planned_table or next(t for t in discover_tables() if t.name == name)
+    upstream_keys = partition_keys(upstream, plan)
+    if upstream_keys == (WHOLE_TABLE,):
+        return upstream_keys
+    return upstream_keys if key == WHOLE_TABLE else (key,)
+
+
+def _view_inputs(table: Table, key: str, plan) -> list:
+    from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW
+
+    def in_partition(subset: str) -> bool:
+        return key == WHOLE_TABLE or subset == key
+
+    inputs = []
+    for view in table.input_views:
+        if view in SOURCE_VIEWS:
+            family = SOURCE_VIEWS[view]
+            inputs.append([view, sorted(
+                [f.path, f.footer.size, f.footer.modified_ns, f.footer.fingerprint, f.source_rank]
+                for f in plan.source_files[family] if in_partition(f.subset))])
+            inputs.append([view + ":refused", sorted(
+                [f.path, f.size, f.modified_ns] for f in plan.refused_files[family] if in_partition(f.subset))])
+        elif view == IMAGE_VIEW:
+            inputs.append([view, sorted([s.folder, s.file_name, s.size, s.modified_ns] for s in plan.image_shards)])
+        elif view == SUBSET_DEFAULTS_VIEW:
+            inputs.append([view, sorted([s.name, s.language] for s in plan.config.sources if in_partition(s.name))])
+    return inputs
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()

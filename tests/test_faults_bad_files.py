@@ -1,0 +1,135 @@
+"""Source files the build cannot use (zero bytes, truncated, corrupt, a copy of another part file):
+refused with a message naming the file and the reason, recorded in `meta.source_files` and in the
+run's results, and the build stops (`on_bad_file: fail`, the default) or goes on without them
+(`on_bad_file: skip`) to exactly the tables a tree without those files gives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import assert_same_rows, read_delta
+from etl.cli import main
+from etl.project import discover_tables
+from planted import planted_config, write_planted_sources
+
+TABLES = {t.name: t for t in discover_tables()}
+BASE_PART = "laion2B-en/part-00000.parquet"
+
+
+def zero_bytes(sources):
+    path = sources / "laion2B-en/part-00009.parquet"
+    path.write_bytes(b"")
+    return path, "empty file (0 bytes), not parquet"
+
+
+def truncated(sources):
+    path = sources / "laion2B-en/part-00009.parquet"
+    data = (sources / BASE_PART).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path, "not a readable parquet file"
+
+
+def corrupt_footer(sources):
+    path = sources / "laion2B-en/part-00009.parquet"
+    data = bytearray((sources / BASE_PART).read_bytes())
+    data[-40:-8] = b"\xff" * 32  # the footer's bytes, with the magic numbers intact
+    path.write_bytes(bytes(data))
+    return path, "not a readable parquet file"
+
+
+def duplicate_part(sources):
+    path = sources / "laion2B-en/part-00009.parquet"
+    shutil.copyfile(sources / BASE_PART, path)
+    return path, f"duplicate of {sources / BASE_PART}"
+
+
+BAD_FILES = {"zero_bytes": zero_bytes, "truncated": truncated, "corrupt_footer": corrupt_footer,
+             "duplicate_part": duplicate_part}
+
+
+def config_for(root, warehouse, policy):
+    path = root / f"{warehouse.name}.yaml"
+    path.write_text(planted_config(root / "sources", warehouse) + f"on_bad_file: {policy}\n")
+    return path
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("laion-etl:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_FILES))
+def test_bad_file_stops_the_build_by_default_naming_file_and_reason(tmp_path, run_cli, bad):
+    write_planted_sources(tmp_path / "sources")
+    path, reason = BAD_FILES[bad](tmp_path / "sources")
+    warehouse = tmp_path / "warehouse"
+    code, _, err = run_cli("build", "--config", str(config_for(tmp_path, warehouse, "fail")))
+
+    assert code == 1
+    line = one_line(err)
+    assert str(path) in line and reason in line and "on_bad_file" in line
+    assert not any(committed(warehouse, name) for name in TABLES), "nothing may be built under on_bad_file: fail"
+    refused = read_delta(warehouse / "meta/source_files").to_pylist()
+    assert [(r["path"], r["status"], r["table_name"]) for r in refused] == [(str(path), "refused", "ods_laion_base")]
+    assert reason in refused[0]["reason"]
+    run = read_delta(warehouse / "meta/runs").to_pylist()[-1]
+    assert run["status"] == "failed" and str(path) in run["message"]
+    results = [r for r in read_delta(warehouse / "meta/dq_results").to_pylist() if r["rule_id"] == "source_files_readable"]
+    assert [(r["table_name"], r["status"]) for r in results] == [("ods_laion_base", "fail")]
+    assert str(path) in json.loads(results[0]["sample"])[0]
+    assert str(path) in (tmp_path / "warehouse/reports/latest.html").read_text()
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_FILES))
+def test_bad_file_is_skipped_under_skip_and_the_rest_is_built(tmp_path, run_cli, caplog, bad):
+    write_planted_sources(tmp_path / "sources")
+    clean_build = tmp_path / "clean"
+    assert main(["-q", "build", "--config", str(config_for(tmp_path, clean_build, "fail"))]) == 0
+    path, reason = BAD_FILES[bad](tmp_path / "sources")
+    warehouse = tmp_path / "warehouse"
+    code, _, err = run_cli("build", "--config", str(config_for(tmp_path, warehouse, "skip")))
+
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(path) in w and reason in w for w in warnings), warnings
+    for name in TABLES:
+        assert_same_rows(read_delta(warehouse / TABLES[name].layer / name),
+                         read_delta(clean_build / TABLES[name].layer / name))
+    files = read_delta(warehouse / "meta/source_files").to_pylist()
+    refused = [r for r in files if r["status"] == "refused"]
+    assert [(r["path"], r["table_name"]) for r in refused] == [(str(path), "ods_laion_base")]
+    results = [r for r in read_delta(warehouse / "meta/dq_results").to_pylist() if r["rule_id"] == "source_files_readable"]
+    assert [(r["table_name"], r["status"]) for r in results] == [("ods_laion_base", "warn")]
+
+
+def test_subset_whose_every_base_file_is_refused_fails_even_under_skip(tmp_path, run_cli):
+    write_planted_sources(tmp_path / "sources")
+    (tmp_path / "sources/laion1B-nolang/part-00000.parquet").write_bytes(b"")
+    code, _, err = run_cli("build", "--config", str(config_for(tmp_path, tmp_path / "warehouse", "skip")))
+    assert code == 1
+    line = one_line(err)
+    assert "sources.laion1B-nolang.base" in line and "every file was refused" in line
+
+
+def test_dry_run_lists_refused_files(tmp_path, run_cli):
+    write_planted_sources(tmp_path / "sources")
+    path, reason = zero_bytes(tmp_path / "sources")
+    code, out, _ = run_cli("build", "--config", str(config_for(tmp_path, tmp_path / "warehouse", "skip")), "--dry-run")
+    assert code == 0
+    assert f"refused (skip): {path}: {reason}" in out
+
+
+def test_on_bad_file_must_be_fail_or_skip(tmp_path, run_cli):
+    write_planted_sources(tmp_path / "sources")
+    code, _, err = run_cli("build", "--config", str(config_for(tmp_path, tmp_path / "warehouse", "ignore")))
+    assert code == 2
+    assert "on_bad_file" in one_line(err)
+
+
+def committed(warehouse, name) -> bool:
+    return any((warehouse / TABLES[name].layer / name / "_delta_log").glob("*.json"))

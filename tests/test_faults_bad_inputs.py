@@ -1,0 +1,433 @@
+"""Bad source rows and columns (issue 6): each test plants one faulty part file in the planted tree,
+builds on Sail and reads the tables back with delta-rs. A fault is either reconciled (the exact
+values are shown) or its rows go to the quarantine with a reason naming the column, and the rows
+read always equal the rows kept plus the rows quarantined. A file the engine cannot decode stops
+the build with one line naming it and why.
+
+Tiny files hide a trap: a float column whose statistics say min == max is read through pyarrow
+(Sail reads NaNs there as the constant), so files meant for the engine's own reader have two rows
+with distinct floats, and `assert_engine_reads` says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import assert_same_rows, read_delta
+from etl import laion_hash
+from etl.storage import read_footer
+from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
+
+FAMILY_FOLDERS = {
+    "base": ("laion2B-en", "laion1B-nolang"),
+    "joined": ("laion2B-en-joined", "laion1B-nolang-joined"),
+    "aesthetic": ("laion2B-en-aesthetic", "improved_aesthetics_4.5plus"),
+}
+PLANTED_NAME = "part-00009.parquet"
+JOINED_SCHEMA = pa.schema([("URL", pa.string()), ("TEXT", pa.string()), ("WIDTH", pa.int32()), ("HEIGHT", pa.int32()),
+                           ("similarity", pa.float64()), ("hash", pa.int64()), ("punsafe", pa.float32()),
+                           ("pwatermark", pa.float32()), ("LANGUAGE", pa.string())])
+
+
+def sample(n: int) -> tuple[str, str]:
+    """A sample of this module's own, in no planted file."""
+    return f"http://bad-inputs.example/{n}.jpg", f"planted sample number {n}"
+
+
+def joined_values(i: int) -> dict:
+    """Row i of `joined_table`: distinct floats per row (exact in float32)."""
+    return {"width": 100 + i, "height": 200 + i, "similarity": 0.25 + i / 8, "punsafe": 0.125 + i / 16,
+            "pwatermark": 0.5 + i / 16}
+
+
+def joined_table(samples, columns: dict | None = None, schema: pa.Schema = JOINED_SCHEMA) -> pa.Table:
+    """Joined rows for `samples` (values from `joined_values`, hash correct, LANGUAGE en),
+    with some columns replaced: a replaced column takes its type from its values."""
+    rows = [joined_values(i) for i in range(len(samples))]
+    values = {"URL": [s[0] for s in samples], "TEXT": [s[1] for s in samples],
+              "WIDTH": [r["width"] for r in rows], "HEIGHT": [r["height"] for r in rows],
+              "similarity": [r["similarity"] for r in rows], "hash": [laion_hash(*s) for s in samples],
+              "punsafe": [r["punsafe"] for r in rows], "pwatermark": [r["pwatermark"] for r in rows],
+              "LANGUAGE": ["en"] * len(samples)}
+    replaced = columns or {}
+    fields = [pa.field(name, pa.array(replaced[name]).type if name in replaced else schema.field(name).type)
+              for name in values]
+    return pa.table({**values, **replaced}, schema=pa.schema(fields))
+
+
+def wide_row(sample_: tuple, i: int, **changes) -> dict:
+    """The wide row of joined row i of a planted part file: no base, aesthetic or image row."""
+    values = joined_values(i)
+    row = {"sample_id": None, "url": sample_[0], "text": sample_[1], "width": values["width"],
+           "height": values["height"], "similarity": values["similarity"], "hash": laion_hash(*sample_),
+           "punsafe": values["punsafe"], "pwatermark": values["pwatermark"], "image_suffix": None, "license": None,
+           "nsfw": None, "aesthetic_score": None, "language": "en", "file_name": PLANTED_NAME, "image_path": None,
+           "subset": "laion2B-en"}
+    return {**row, **changes}
+
+
+def assert_engine_reads(path: Path) -> None:
+    """The file goes through the engine's own parquet reader, not the pyarrow detour."""
+    assert read_footer(str(path)).constant_float_columns == ()
+
+
+@dataclass
+class Planted:
+    sources: Path
+    warehouse: Path
+    config: Path
+
+    def plant(self, folder: str, table: pa.Table) -> Path:
+        path = self.sources / folder / PLANTED_NAME
+        pq.write_table(table, path)
+        return path
+
+    def build(self, run_cli) -> tuple[int, str, str]:
+        return run_cli("build", "--config", str(self.config))
+
+    def table(self, layer: str, name: str) -> list[dict]:
+        return read_delta(self.warehouse / layer / name).to_pylist()
+
+    def planted_rows(self, family: str) -> dict[str, dict]:
+        """The ODS rows that came from the planted file, by url."""
+        return {r["url"]: r for r in self.table("ods", f"ods_laion_{family}") if r["file_name"] == PLANTED_NAME}
+
+    def quarantined(self, family: str) -> list[dict]:
+        path = self.warehouse / "meta/quarantine"
+        rows = read_delta(path).to_pylist() if path.exists() else []
+        return [r for r in rows if r["ods_table"] == f"ods_laion_{family}"]
+
+    def reasons(self, family: str) -> Counter:
+        return Counter((r["file_name"], r["reason"]) for r in self.quarantined(family))
+
+    def assert_rows_add_up(self, family: str) -> None:
+        """Rows in the family's part files = rows in its ODS table + its quarantined rows."""
+        read = sum(pq.ParquetFile(p).metadata.num_rows
+                   for folder in FAMILY_FOLDERS[family] for p in (self.sources / folder).glob("*.parquet"))
+        kept, quarantined = len(self.table("ods", f"ods_laion_{family}")), len(self.quarantined(family))
+        assert read == kept + quarantined, f"{family}: {read} read, {kept} kept, {quarantined} quarantined"
+
+    def assert_wide(self, *extra: dict, changed: dict | None = None) -> None:
+        """dms_laion_wide is the planted wide table with rows changed (by url) and extra rows."""
+        rows = [{**r, **(changed or {}).get(r["url"], {})} for r in expected_wide_rows(self.sources)]
+        expected = pa.Table.from_pylist(rows + list(extra), schema=WIDE_SCHEMA)
+        wide = read_delta(self.warehouse / "dms/dms_laion_wide")
+        assert_same_rows(wide.select(WIDE_SCHEMA.names), expected)
+
+
+@pytest.fixture
+def planted(tmp_path) -> Planted:
+    sources, warehouse = tmp_path / "sources", tmp_path / "warehouse"
+    write_planted_sources(sources)
+    config = tmp_path / "planted.yaml"
+    config.write_text(planted_config(sources, warehouse))
+    return Planted(sources, warehouse, config)
+
+
+def build_ok(planted: Planted, run_cli) -> str:
+    code, _, err = planted.build(run_cli)
+    assert code == 0, err
+    return err
+
+
+def assert_one_line_failure(code: int, err: str, expected: str) -> None:
+    """Exit 1 and the error is one line, no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.startswith("laion-etl:")]
+    assert code == 1
+    assert lines == [expected], err
+    assert "Traceback" not in err
+
+
+# --- a required column missing: every row of the file is quarantined ------------------------------
+
+def test_a_joined_file_without_url_is_quarantined_whole_naming_the_column(planted, run_cli):
+    planted.plant("laion2B-en-joined", joined_table([sample(1), sample(2)]).drop_columns(["URL"]))
+
+    build_ok(planted, run_cli)
+
+    assert planted.reasons("joined") == {(PLANTED_NAME, "file lacks required column url"): 2}
+    rejected = planted.quarantined("joined")
+    assert sorted(json.loads(r["original_values"])["TEXT"] for r in rejected) == [sample(1)[1], sample(2)[1]]
+    assert {r["source_path"] for r in rejected} == {str(planted.sources / "laion2B-en-joined" / PLANTED_NAME)}
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide()
+
+
+def test_a_base_file_without_text_is_quarantined_whole_naming_the_column(planted, run_cli):
+    planted.plant("laion2B-en", pa.table({
+        "SAMPLE_ID": [40, 41], "URL": [F[0], sample(1)[0]], "HEIGHT": [1, 2], "WIDTH": [3, 4],
+        "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY", "UNLIKELY"], "similarity": [0.5, 0.25]}))
+
+    build_ok(planted, run_cli)
+
+    assert planted.reasons("base") == {(PLANTED_NAME, "file lacks required column text"): 2}
+    assert sorted(json.loads(r["original_values"])["SAMPLE_ID"] for r in planted.quarantined("base")) == [40, 41]
+    planted.assert_rows_add_up("base")
+    planted.assert_wide()  # F gets no sample_id: its base row was not accepted
+
+
+# --- names: aliases and case --------------------------------------------------------------------
+
+def test_aesthetic_and_AESTHETIC_SCORE_are_one_score_in_either_source(planted, run_cli):
+    # Each aesthetic source gets a part with the other name than its planted file uses. B's 6.25
+    # comes from improved_aesthetics (second in priority); now laion2B-en-aesthetic has B too.
+    other = sample(1)
+    lower = planted.plant("improved_aesthetics_4.5plus", pa.table({
+        "URL": [D[0], other[0]], "TEXT": [D[1], other[1]], "aesthetic": pa.array([7.0, 6.5], pa.float32())}))
+    upper = planted.plant("laion2B-en-aesthetic", pa.table({
+        "URL": [B[0], other[0]], "TEXT": [B[1], other[1]], "AESTHETIC_SCORE": [4.75, 5.25]}))
+    assert_engine_reads(lower)
+    assert_engine_reads(upper)
+
+    build_ok(planted, run_cli)
+
+    scores = {(r["source_name"], r["url"]): (r["source_rank"], r["aesthetic_score"])
+              for r in planted.table("ods", "ods_laion_aesthetic") if r["file_name"] == PLANTED_NAME}
+    assert scores == {("improved_aesthetics_4.5plus", D[0]): (1, np.float32(7.0)),
+                      ("improved_aesthetics_4.5plus", other[0]): (1, np.float32(6.5)),
+                      ("laion2B-en-aesthetic", B[0]): (0, np.float32(4.75)),
+                      ("laion2B-en-aesthetic", other[0]): (0, np.float32(5.25))}
+    assert planted.quarantined("aesthetic") == []
+    planted.assert_rows_add_up("aesthetic")
+    planted.assert_wide(changed={D[0]: {"aesthetic_score": 7.0}, B[0]: {"aesthetic_score": 4.75}})
+
+
+def test_a_file_with_both_aesthetic_and_AESTHETIC_SCORE_is_quarantined_as_ambiguous(planted, run_cli):
+    planted.plant("laion2B-en-aesthetic", pa.table({
+        "URL": [D[0], F[0]], "TEXT": [D[1], F[1]], "aesthetic": [7.0, 6.0], "AESTHETIC_SCORE": [3.0, 2.0]}))
+
+    build_ok(planted, run_cli)
+
+    assert planted.reasons("aesthetic") == {
+        (PLANTED_NAME, "aesthetic_score is ambiguous: the file has columns aesthetic, AESTHETIC_SCORE"): 2}
+    assert sorted(json.loads(r["original_values"])["AESTHETIC_SCORE"] for r in planted.quarantined("aesthetic")) \
+        == [2.0, 3.0]
+    planted.assert_rows_add_up("aesthetic")
+    planted.assert_wide()
+
+
+def test_columns_that_differ_only_in_case_are_quarantined_as_ambiguous(planted, run_cli):
+    both = joined_table([sample(1), sample(2)]).append_column("url", pa.array(["http://x/1", "http://x/2"]))
+
+    planted.plant("laion2B-en-joined", both)
+    build_ok(planted, run_cli)
+
+    assert planted.reasons("joined") == {(PLANTED_NAME, "url is ambiguous: the file has columns URL, url"): 2}
+    originals = sorted((json.loads(r["original_values"])["URL"], json.loads(r["original_values"])["url"])
+                       for r in planted.quarantined("joined"))
+    assert originals == [(sample(1)[0], "http://x/1"), (sample(2)[0], "http://x/2")]
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide()
+
+
+def test_all_lower_case_column_names_are_read(planted, run_cli):
+    samples = [sample(1), sample(2)]
+    lower = joined_table(samples, {"LANGUAGE": ["de", None]})
+    path = planted.plant("laion2B-en-joined", lower.rename_columns([n.lower() for n in lower.column_names]))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    assert planted.quarantined("joined") == []
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide(wide_row(samples[0], 0, language="de"), wide_row(samples[1], 1))  # null: subset's default
+
+
+def test_mixed_case_column_names_are_read(planted, run_cli):
+    # F is joined-only in the planted tree: a base row in a mixed-case file gives it its base fields.
+    path = planted.plant("laion2B-en", pa.table({
+        "Sample_Id": [42, 43], "Url": [F[0], sample(1)[0]], "Text": [F[1], sample(1)[1]], "Height": [50, 51],
+        "Width": [60, 61], "License": ["cc0", "?"], "Nsfw": ["UNSURE", "NSFW"], "Similarity": [0.3, 0.25]}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    rows = {url: (r["sample_id"], r["width"], r["height"], r["license"], r["nsfw"], r["hash"])
+            for url, r in planted.planted_rows("base").items()}
+    assert rows == {F[0]: (42, 50, 60, "cc0", "UNSURE", laion_hash(*F)),  # base files swap W/H back
+                    sample(1)[0]: (43, 51, 61, "?", "NSFW", laion_hash(*sample(1)))}
+    assert planted.quarantined("base") == []
+    planted.assert_rows_add_up("base")
+    planted.assert_wide(changed={F[0]: {"sample_id": 42, "license": "cc0", "nsfw": "UNSURE"}})
+
+
+# --- numbers as strings, floats as integers -------------------------------------------------------
+
+def test_width_as_string_takes_whole_numbers_and_quarantines_the_rest(planted, run_cli):
+    samples = [sample(n) for n in range(1, 7)]
+    path = planted.plant("laion2B-en-joined", joined_table(samples, {
+        "WIDTH": ["800", " 801 ", "802.0", "", "abc", "640.5"], "HEIGHT": ["600", "601", "602", "603", "604", "605"]}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    kept = {url: (r["width"], r["height"]) for url, r in planted.planted_rows("joined").items()}
+    assert kept == {samples[0][0]: (800, 600), samples[1][0]: (801, 601), samples[2][0]: (802, 602),
+                    samples[3][0]: (None, 603)}  # a blank is a missing width, not a broken one
+    assert planted.reasons("joined") == {(PLANTED_NAME, "width is not a valid int"): 2}
+    assert sorted(json.loads(r["original_values"])["WIDTH"] for r in planted.quarantined("joined")) == ["640.5", "abc"]
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide(*(wide_row(samples[i], i, width=width, height=600 + i)
+                          for i, width in enumerate([800, 801, 802, None])))
+
+
+def test_float_sample_ids_nan_is_null_and_a_fraction_is_quarantined(planted, run_cli):
+    path = planted.plant("laion2B-en", pa.table({
+        "SAMPLE_ID": [43.0, float("nan"), 44.5], "URL": [F[0], sample(1)[0], sample(2)[0]],
+        "TEXT": [F[1], sample(1)[1], sample(2)[1]], "HEIGHT": [1.0, 2.0, 3.0], "WIDTH": [4.0, 5.0, 6.0],
+        "LICENSE": ["?"] * 3, "NSFW": ["UNLIKELY"] * 3, "similarity": [0.125, 0.25, 0.375]}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    kept = {url: (r["sample_id"], r["width"], r["height"]) for url, r in planted.planted_rows("base").items()}
+    assert kept == {F[0]: (43, 1, 4), sample(1)[0]: (None, 2, 5)}
+    assert planted.reasons("base") == {(PLANTED_NAME, "sample_id is not a valid bigint"): 1}
+    assert json.loads(planted.quarantined("base")[0]["original_values"])["SAMPLE_ID"] == 44.5  # never truncated to 44
+    planted.assert_rows_add_up("base")
+    planted.assert_wide(changed={F[0]: {"sample_id": 43, "license": "?", "nsfw": "UNLIKELY"}})
+
+
+def test_nan_beside_one_repeated_sample_id_is_not_read_as_that_value(planted, run_cli, caplog):
+    # Statistics say min == max == 45: Sail 0.7.2 would read the NaN as 45, so pyarrow decodes this file.
+    path = planted.plant("laion2B-en", pa.table({
+        "SAMPLE_ID": [45.0, float("nan"), 45.0], "URL": [F[0], sample(1)[0], sample(2)[0]],
+        "TEXT": [F[1], sample(1)[1], sample(2)[1]], "HEIGHT": [1, 2, 3], "WIDTH": [4, 5, 6],
+        "LICENSE": ["?"] * 3, "NSFW": ["UNLIKELY"] * 3, "similarity": [0.125, 0.25, 0.375]}))
+    assert read_footer(str(path)).constant_float_columns == ("SAMPLE_ID",)
+    caplog.set_level(logging.INFO, logger="etl.sources")
+
+    build_ok(planted, run_cli)
+
+    kept = {url: r["sample_id"] for url, r in planted.planted_rows("base").items()}
+    assert kept == {F[0]: 45, sample(1)[0]: None, sample(2)[0]: 45}
+    assert f"{path}: float statistics with min == max; reading it through pyarrow" in caplog.messages
+    assert planted.quarantined("base") == []
+    planted.assert_rows_add_up("base")
+    planted.assert_wide(changed={F[0]: {"sample_id": 45, "license": "?", "nsfw": "UNLIKELY"}})
+
+
+def test_hash_as_string_is_kept_as_the_source_hash_and_junk_is_quarantined(planted, run_cli):
+    samples = [sample(n) for n in range(1, 5)]
+    path = planted.plant("laion2B-en-joined", joined_table(samples, {
+        "hash": [str(laion_hash(*samples[0])), " 12345 ", "abc", ""]}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    kept = {url: (r["source_hash"], r["hash"]) for url, r in planted.planted_rows("joined").items()}
+    assert kept == {samples[0][0]: (laion_hash(*samples[0]), laion_hash(*samples[0])),
+                    samples[1][0]: (12345, laion_hash(*samples[1])), samples[3][0]: (None, laion_hash(*samples[3]))}
+    assert planted.reasons("joined") == {(PLANTED_NAME, "source_hash (column hash) is not a valid bigint"): 1}
+    assert json.loads(planted.quarantined("joined")[0]["original_values"])["hash"] == "abc"
+    planted.assert_rows_add_up("joined")
+    results = [r for r in read_delta(planted.warehouse / "meta/dq_results").to_pylist()
+               if (r["table_name"], r["rule_id"]) == ("ods_laion_joined", "source_hash_matches")]
+    assert [r["unexpected_count"] for r in results] == [2]  # planted A's wrong hash and the 12345
+    planted.assert_wide(*(wide_row(samples[i], i) for i in (0, 1, 3)))
+
+
+# --- text that is not UTF-8, long text ------------------------------------------------------------
+
+def test_text_as_bytes_is_decoded_and_bytes_that_are_not_utf8_are_quarantined(planted, run_cli):
+    good = ("http://bad-inputs.example/good.jpg", "ünïcödé caption ✓ 🐕")
+    broken_bytes = b"caf\xe9 cr\xe8me (latin-1)"
+    path = planted.plant("laion2B-en-joined", joined_table([good, sample(2)], {
+        "TEXT": pa.array([good[1].encode("utf-8"), broken_bytes], pa.binary())}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    kept = {url: (r["text"], r["hash"]) for url, r in planted.planted_rows("joined").items()}
+    assert kept == {good[0]: (good[1], laion_hash(*good))}
+    assert planted.reasons("joined") == {(PLANTED_NAME, "text is not valid UTF-8"): 1}
+    original = json.loads(planted.quarantined("joined")[0]["original_values"])
+    assert (original["URL"], base64.b64decode(original["TEXT"])) == (sample(2)[0], broken_bytes)
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide(wide_row(good, 0))
+
+
+@pytest.mark.parametrize("reader", ["engine", "pyarrow"])
+def test_a_string_column_holding_bytes_that_are_not_utf8_fails_naming_the_file(planted, run_cli, reader):
+    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)  # unchecked, as some writers do
+    columns = {"TEXT": texts} if reader == "engine" else {"TEXT": texts, "similarity": [0.5, 0.5]}
+    path = planted.plant("laion2B-en-joined", joined_table([sample(1), sample(2)], columns))
+    assert bool(read_footer(str(path)).constant_float_columns) == (reader == "pyarrow")
+
+    code, _, err = planted.build(run_cli)
+
+    message = (f"{path}: string column TEXT holds bytes that are not valid UTF-8, which the engine cannot read "
+               f"(store the column as binary to quarantine those rows, or fix the file)")
+    assert_one_line_failure(code, err, f"laion-etl: failed: {message}")
+    run = max(read_delta(planted.warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
+    assert (run["status"], run["message"]) == ("failed", message)
+
+
+def test_a_100_kB_caption_is_kept_byte_exact_with_the_reference_hash(planted, run_cli):
+    caption = ("légende très longue, 長いキャプション 🐕 " * 3000)[:100_000]
+    long_sample = ("http://bad-inputs.example/long.jpg", caption)
+    assert len(caption.encode("utf-8")) > 100_000
+    joined = planted.plant("laion2B-en-joined", joined_table([long_sample, sample(1)]))
+    base = planted.plant("laion2B-en", pa.table({
+        "SAMPLE_ID": [46, 47], "URL": [long_sample[0], sample(1)[0]], "TEXT": [caption, sample(1)[1]],
+        "HEIGHT": [7, 8], "WIDTH": [9, 10], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY", "NSFW"],
+        "similarity": [0.25, 0.5]}))
+    assert_engine_reads(joined)
+    assert_engine_reads(base)
+
+    build_ok(planted, run_cli)
+
+    row = planted.planted_rows("joined")[long_sample[0]]
+    assert row["text"].encode("utf-8") == caption.encode("utf-8")
+    assert row["hash"] == row["source_hash"] == laion_hash(*long_sample)
+    assert planted.planted_rows("base")[long_sample[0]]["hash"] == laion_hash(*long_sample)
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide(wide_row(long_sample, 0, sample_id=46, license="?", nsfw="UNLIKELY"),
+                        wide_row(sample(1), 1, sample_id=47, license="?", nsfw="NSFW"))
+
+
+# --- empty and corrupt files --------------------------------------------------------------------
+
+def test_an_empty_file_with_a_schema_contributes_nothing(planted, run_cli):
+    planted.plant("laion2B-en-joined", JOINED_SCHEMA.empty_table())
+
+    err = build_ok(planted, run_cli)
+
+    assert "laion-etl:" not in err and "Traceback" not in err
+    assert planted.quarantined("joined") == []
+    assert planted.planted_rows("joined") == {}
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide()
+
+
+def test_a_corrupt_data_page_fails_the_build_naming_the_file(planted, run_cli):
+    rows = 2000
+    path = planted.sources / "laion2B-en" / PLANTED_NAME
+    pq.write_table(pa.table({
+        "SAMPLE_ID": list(range(rows)), "URL": [f"http://bad-inputs.example/c{i}.jpg" for i in range(rows)],
+        "TEXT": [f"caption {i}" for i in range(rows)], "HEIGHT": [1] * rows, "WIDTH": [2] * rows,
+        "LICENSE": ["?"] * rows, "NSFW": ["UNLIKELY"] * rows, "similarity": [i / rows for i in range(rows)]}),
+        path, data_page_size=4096)
+    text_chunk = pq.ParquetFile(path).metadata.row_group(0).column(2)
+    damaged = bytearray(path.read_bytes())
+    middle = text_chunk.data_page_offset + text_chunk.total_compressed_size // 2
+    damaged[middle:middle + 32] = bytes(b ^ 0xFF for b in damaged[middle:middle + 32])
+    path.write_bytes(bytes(damaged))  # the footer still reads: only a page in the middle is broken
+    assert read_footer(str(path)).num_rows == rows
+
+    code, _, err = planted.build(run_cli)
+
+    message = f"{path}: cannot be decoded (Corrupt snappy compressed data.)"
+    assert_one_line_failure(code, err, f"laion-etl: failed: {message}")
+    run = max(read_delta(planted.warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
+    assert (run["status"], run["message"]) == ("failed", message)
