@@ -135,10 +135,16 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
 
 def _first_line(exc: Exception) -> str:
     """Engine errors carry a JVM or server trace after their first line; the line is the news,
-    except for errors raised in a Python worker, whose news is the trace's last `...Error: ` line."""
+    except for errors raised in a Python worker, whose news is the trace's last `...Error: ` line,
+    and object-store errors, whose news is spread over their lines (etl.storage)."""
+    from etl.storage import describe_storage_error
+
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
+    described = describe_storage_error(text)
+    if described:
+        return described
     lines = text.splitlines()
     if "Python worker" in lines[0]:
         raised = [line.strip() for line in lines if _RAISED.match(line.strip())]

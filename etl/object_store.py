@@ -53,7 +53,9 @@ def client_config():
     from botocore.config import Config as BotoConfig
 
     timeout = s3_timeout_seconds()
-    return BotoConfig(retries={"mode": "standard", "max_attempts": s3_max_attempts()},
+    # `total_max_attempts` counts the first try, like the config key; botocore's `max_attempts`
+    # counts retries only.
+    return BotoConfig(retries={"mode": "standard", "total_max_attempts": s3_max_attempts()},
                       connect_timeout=timeout, read_timeout=timeout)
 
 

@@ -25,6 +25,7 @@ from etl.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, app
 from etl.plan import BuildPlan
 from etl.project import discover_tables
 from etl.quality import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
+from etl.redact import redact
 from etl.report import write_report
 from etl.session import open_session
 from etl.sources import explain_read_failure
@@ -134,7 +135,7 @@ def _finish(spark, config: Config, record: RunRecord, quality: list[TableQuality
 def _failure_message(error: Optional[BaseException]) -> Optional[str]:
     if error is None:
         return None
-    text = str(error).strip()
+    text = redact(str(error)).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

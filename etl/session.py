@@ -50,6 +50,34 @@ def export_s3_settings(config: Config) -> None:
         os.environ["AWS_ALLOW_HTTP"] = "true"
 
 
+def revive_release_pool() -> None:
+    """Work around a pyspark 4.0 Spark Connect race that fails queries at random.
+
+    The pool that sends ReleaseExecute RPCs is one per process, and every session's stop() shuts
+    it down before forgetting it. An iterator finalised by the garbage collector inside that
+    shutdown, or a query that looks the pool up in between, gets a dead pool, and the query fails
+    with "cannot schedule new futures after shutdown" (seen in this project's test runs, where
+    one process opens many sessions). A dead pool is replaced by a fresh one when asked for.
+    """
+    from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator as Iterator_
+
+    if getattr(Iterator_, "_revived_by_laion_etl", False):
+        return
+    get_or_create = Iterator_._get_or_create_release_thread_pool.__func__
+
+    def get_live_pool(cls):
+        pool = get_or_create(cls)
+        if getattr(pool, "_shutdown", False):
+            with cls._lock:
+                if cls._release_thread_pool_instance is pool:
+                    cls._release_thread_pool_instance = None
+            pool = get_or_create(cls)
+        return pool
+
+    Iterator_._get_or_create_release_thread_pool = classmethod(get_live_pool)
+    Iterator_._revived_by_laion_etl = True
+
+
 def local_cores() -> int:
     return os.cpu_count() or 2
 
@@ -64,6 +92,8 @@ def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
     export_s3_settings(config)
     engine = "spark" if submitted else config.engine
     server = None
+    if engine != "spark":
+        revive_release_pool()
     if engine == "sail":
         spark, server = _sail_session(config)
     elif engine == "spark":

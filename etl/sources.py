@@ -136,13 +136,28 @@ def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool
 
 
 def _footer(path: str) -> tuple[Optional[ParquetFooter], Optional[str]]:
+    """The file's footer, or why the file itself is unusable. A store that cannot be reached
+    (an S3 error after the retries, a dropped connection) is not a bad file: that fails the run."""
     try:
         return read_footer(path), None
     except (OSError, pa.ArrowException) as exc:
+        message = " ".join(str(exc).split())
+        if not _is_format_error(exc, message):
+            raise SourceError(f"{path}: cannot be read ({message})") from None
         size, _ = file_stat(path)
         if size == 0:
             return None, "empty file (0 bytes), not parquet"
-        return None, f"not a readable parquet file ({' '.join(str(exc).split())})"
+        return None, f"not a readable parquet file ({message})"
+
+
+FORMAT_ERROR_MARKS = ("couldn't deserialize thrift", "parquet magic bytes", "parquet file size")
+
+
+def _is_format_error(exc: Exception, message: str) -> bool:
+    # pyarrow reports a malformed footer as ArrowInvalid, or as OSError from the thrift decoder;
+    # object-store errors are OSErrors too, and their messages name the key (`….parquet`).
+    lowered = message.lower()
+    return isinstance(exc, pa.ArrowInvalid) or any(mark in lowered for mark in FORMAT_ERROR_MARKS)
 
 
 def _source_name(pattern: str) -> str:

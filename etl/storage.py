@@ -166,3 +166,30 @@ def exists(uri: str) -> bool:
 def read_table(path: str, columns: Optional[list[str]] = None) -> pa.Table:
     fs, inner = filesystem(path)
     return pq.read_table(inner, columns=columns, filesystem=fs)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_S3_ERROR_FIELD = re.compile(r"<(Code|Message|Resource|Key|BucketName)>([^<]*)</\1>")
+
+
+def describe_storage_error(text: str) -> Optional[str]:
+    """One line for an object-store error whose news is spread over several lines; None otherwise.
+
+    The Rust object_store (inside Sail and delta-rs) puts the S3 error document after its first
+    line (`Server returned non-2xx status code: 500 ...: <?xml ...`), and delta-rs prints its
+    chain of causes one per line behind `↳` marks, so the first line alone says only `Generic S3
+    error`. Here the S3 code, message and object (where the store names it) or the chained
+    causes (the request, the retries, the reason) are joined into one line.
+    """
+    lines = [line.strip() for line in _ANSI.sub("", text).strip().splitlines() if line.strip()]
+    if len(lines) < 2:
+        return None
+    if "<Error>" in text:
+        fields = dict(_S3_ERROR_FIELD.findall(text))
+        status = lines[0].split("<", 1)[0].rstrip(": ")
+        where = fields.get("Resource") or "/".join(filter(None, (fields.get("BucketName"), fields.get("Key"))))
+        described = f"{status}: S3 {fields.get('Code', 'error')}: {fields.get('Message', '').rstrip('.')}"
+        return described + (f" (object {where})" if where else "")
+    if any(line.startswith("↳") for line in lines[1:]):
+        return ": ".join(line.lstrip("↳ ").strip() for line in lines)
+    return None

@@ -133,3 +133,18 @@ def test_on_bad_file_must_be_fail_or_skip(tmp_path, run_cli):
 
 def committed(warehouse, name) -> bool:
     return any((warehouse / TABLES[name].layer / name / "_delta_log").glob("*.json"))
+
+
+def test_an_unreachable_store_fails_the_run_instead_of_refusing_the_file(tmp_path, monkeypatch):
+    from etl import sources
+    from etl.sources import SourceError, resolve_files
+
+    write_planted_sources(tmp_path / "sources")
+
+    def unreachable(path):
+        raise OSError(f"When getting information for key '{path}' in bucket 'lake': AWS Error UNKNOWN "
+                      "(HTTP status 503) during HeadObject operation: No response body.")
+
+    monkeypatch.setattr(sources, "read_footer", unreachable)
+    with pytest.raises(SourceError, match=r"part-00000\.parquet: cannot be read \(.*HTTP status 503"):
+        resolve_files("base", "laion2B-en", (str(tmp_path / "sources/laion2B-en/*.parquet"),))

@@ -144,9 +144,10 @@ def test_throttling_while_planning_is_retried(lake, baseline, proxy, capsys):
 
 
 def test_server_errors_while_the_engine_reads_are_retried(lake, baseline, proxy, capsys):
+    # The two files Sail scans itself (the others hold constant float columns: pyarrow reads them).
     rules = [proxy.add(Rule("slow_down", "/sources/laion2B-en-joined/part-00000.parquet", method="GET",
                             agent=ENGINE, times=3)),
-             proxy.add(Rule("internal_error", "/sources/laion1B-nolang/part-00000.parquet", method="GET",
+             proxy.add(Rule("internal_error", "/sources/laion2B-en/part-00000.parquet", method="GET",
                             agent=ENGINE, times=2))]
     assert build(lake, "wh-reading") == 0, capsys.readouterr().err
     for rule in rules:
@@ -173,7 +174,7 @@ def test_a_stalled_read_times_out_and_is_retried(lake, baseline, proxy, capsys):
 
 
 def test_throttled_table_writes_are_retried(lake, baseline, proxy, capsys):
-    rules = [proxy.add(Rule("slow_down", "/wh-writing/dms/dms_laion_wide/subset=", method="PUT", agent=ENGINE,
+    rules = [proxy.add(Rule("slow_down", "/wh-writing/dms/dms_laion_wide/subset%3D", method="PUT", agent=ENGINE,
                             times=2)),
              proxy.add(Rule("slow_down", "/wh-writing/dms/dms_laion_wide/_delta_log/00000000000000000000.json",
                             method="PUT", agent=ENGINE, times=2)),
@@ -195,8 +196,8 @@ def test_a_permanent_server_error_on_a_commit_fails_the_build_and_keeps_the_vers
     rule = proxy.add(Rule("internal_error", "/baseline/dms/dms_laion_wide/_delta_log/", method="PUT"))
     assert build(lake, "baseline", "--layers", "dms", "--force") == 1
     line = one_line(capsys.readouterr().err)
-    assert "dms_laion_wide/_delta_log/" in line and "PUT" in line, line
-    assert len(proxy.faulted(rule)) > 1  # retried before giving up
+    assert "S3 InternalError" in line and "/lake/baseline/dms/dms_laion_wide/_delta_log/" in line, line
+    assert len(proxy.faulted(rule)) == 11  # Sail's object_store: 10 retries (not settable), then it gives up
     table = lake.table("baseline")
     assert table.version() == before
     assert_same_rows(table.to_pyarrow_table(), baseline)
@@ -207,8 +208,8 @@ def test_a_permanent_throttle_while_planning_fails_the_build_before_any_table(la
     rule = proxy.add(Rule("slow_down", "/sources/laion2B-en-joined/part-00000.parquet", agent=PYARROW))
     assert build(lake, "wh-unreachable") == 1
     line = one_line(capsys.readouterr().err)
-    assert "s3://lake/sources/laion2B-en-joined/part-00000.parquet" in line and "SLOW_DOWN" in line, line
-    assert len(proxy.faulted(rule)) == 5  # s3.max_attempts
+    assert "s3://lake/sources/laion2B-en-joined/part-00000.parquet" in line and "HTTP status 503" in line, line
+    assert len(proxy.faulted(rule)) % 5 == 0  # s3.max_attempts per request
     published = [k for k in lake.keys("wh-unreachable/") if "/_delta_log/" in k and not k.startswith("wh-unreachable/meta/")]
     assert published == [], "a table was published"
 
