@@ -134,9 +134,12 @@ def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult
 
 
 def _staging_dir(config: Config, out: str, identity: str) -> Path:
-    """Where the engine writes: beside a local export (outside `shards/`), else a local temp area."""
-    base = Path(out) / "_staging" if not is_remote(out) else Path(tempfile.gettempdir()) / "laion-etl-export"
-    return base / identity
+    """Where the engine writes: beside a local export (outside `shards/`), else a local temp area
+    kept apart per destination (publishing moves staged shards to that destination only)."""
+    if not is_remote(out):
+        return Path(out) / "_staging" / identity
+    destination = hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "laion-etl-export" / destination / identity
 
 
 def _stage(spark, config: Config, source: dict, request: ExportRequest, staging: Path) -> None:

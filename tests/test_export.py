@@ -131,6 +131,38 @@ def test_export_to_object_storage(built, run_cli, s3_env):
     assert code == 0 and "nothing written" in stdout
 
 
+def test_a_failed_s3_export_does_not_block_the_same_export_to_another_prefix(built, run_cli, s3_env, monkeypatch,
+                                                                            tmp_path):
+    import tempfile
+
+    import etl.object_store as store
+
+    root, config = built
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a staging area of this test's own
+    client = boto3.client("s3", endpoint_url=s3_env)
+    client.create_bucket(Bucket="retries")
+    args = ["export", "--config", str(config), "--preset", "sd2", "--rows-per-shard", "400"]
+    real_put, published = store.S3Target.put_file, []
+
+    def dying_put(self, local, name):
+        if len(published) == 1:
+            raise KeyboardInterrupt("killed while publishing")
+        published.append(name)
+        real_put(self, local, name)
+
+    monkeypatch.setattr(store.S3Target, "put_file", dying_put)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", "s3://retries/first"])
+    monkeypatch.setattr(store.S3Target, "put_file", real_put)
+
+    assert run_cli(*args, "--out", "s3://retries/second")[0] == 0
+    manifest = json.loads(client.get_object(Bucket="retries", Key="second/manifest.json")["Body"].read())
+    assert manifest["totals"]["rows"] == expected_sd2(root).num_rows
+    assert run_cli(*args, "--out", "s3://retries/first")[0] == 0  # and the first one resumes
+    first = json.loads(client.get_object(Bucket="retries", Key="first/manifest.json")["Body"].read())
+    assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+
 def test_clip_input_lists_webdataset_shards(tmp_path, run_cli):
     for shard in range(3):
         (tmp_path / f"{shard:05d}.tar").write_bytes(b"")
