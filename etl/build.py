@@ -10,9 +10,10 @@ downstream table is built on it. Writes are serialised: one writer per table at 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from pyspark.sql import functions as F
 
@@ -25,7 +26,7 @@ from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
 from etl.progress import step
 from etl.project import DATABASE, Table, discover_tables
 from etl.quality import FAIL, WARN, RuleResult, TableQuality
-from etl.sources import accepted_rows, read_family, rejected_rows
+from etl.sources import SourceError, accepted_rows, read_family, rejected_rows
 from etl.validation import Validator, histograms
 from etl.writer import Rollback, delta_version, register_table, table_exists, table_rows, write_table
 
@@ -101,7 +102,8 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         rows_in = plan.input_rows(table, subsets)
         if rows_in is None and table.driving_table:
             rows_in = table_rows(spark, known[table.driving_table].path(config), config.format, subsets)
-        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer:
+        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer, \
+                _naming(table, config):
             quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id, subsets) if quarantine else None
             rollback = Rollback(table.path(config), config.format)
             written = _materialise(spark, plan, table, state.run_id, subsets)
@@ -123,6 +125,18 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         _record_inputs(spark, plan, table, keys, state.run_id, written.version)
         if state.on_publish:
             state.on_publish()
+
+
+@contextmanager
+def _naming(table: Table, config: Config) -> Iterator[None]:
+    """Engine and object-store errors name no table (Sail passes on only the innermost cause):
+    prefix the table and its path, keeping the whole message for the CLI to condense."""
+    try:
+        yield
+    except (BuildError, ContractError, SourceError):
+        raise
+    except Exception as exc:
+        raise BuildError(f"{table.name} ({table.path(config)}): {exc}") from exc
 
 
 def _unchanged_step(table: Table, config) -> StepResult:

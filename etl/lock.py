@@ -290,10 +290,19 @@ class S3LockStore:
 
         self.location = uri
         self.bucket, _, self.key = uri[len("s3://"):].partition("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None)
+        from etl.object_store import client_config
+
+        self.client = boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
+                                   config=client_config())
 
     def create(self, body: bytes) -> Optional[str]:
-        return self._put(body, IfNoneMatch="*")
+        token = self._put(body, IfNoneMatch="*")
+        if token is None:
+            # A retried create whose first attempt landed meets its own lock: that is still ours.
+            current = self.read()
+            if current is not None and current.body == body:
+                return current.token
+        return token
 
     def read(self) -> Optional[LockSnapshot]:
         try:

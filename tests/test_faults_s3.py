@@ -204,6 +204,7 @@ def test_a_permanent_server_error_on_a_commit_fails_the_build_and_keeps_the_vers
     rule = proxy.add(Rule("internal_error", "/baseline/dms/dms_laion_wide/_delta_log/", method="PUT"))
     assert build(lake, "baseline", "--layers", "dms", "--force") == 1
     line = one_line(capsys.readouterr().err)
+    assert line.startswith("laion-etl: failed: dms_laion_wide (s3://lake/baseline/dms/dms_laion_wide)"), line
     assert "S3 InternalError" in line and "/lake/baseline/dms/dms_laion_wide/_delta_log/" in line, line
     assert len(proxy.faulted(rule)) == 11  # Sail's object_store: 10 retries (not settable), then it gives up
     table = lake.table("baseline")
