@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Optional, Sequence
 
-from etl.project import Table
+from etl.project import Table, discover_tables
 
 WHOLE_TABLE = "*"
 SUBSET_COLUMN = "subset"
@@ -38,11 +38,12 @@ def planned_signatures(plan, recorded: dict[tuple[str, str], str]) -> dict[tuple
     """
     signatures: dict[tuple[str, str], Optional[str]] = {}
     planned = {t.name: t for t in plan.tables}
+    known = {t.name: t for t in discover_tables()}
     for table in plan.tables:
         for key in partition_keys(table, plan):
             upstream = []
             for name in table.upstream_tables:
-                for upstream_key in _upstream_keys(planned.get(name), name, key, plan):
+                for upstream_key in _upstream_keys(known[name], key, plan):
                     ref = (name, upstream_key)
                     upstream.append([name, upstream_key, signatures[ref] if name in planned else recorded.get(ref)])
             if any(sig is None for _, _, sig in upstream):
@@ -67,11 +68,8 @@ def partitions_to_build(plan, table: Table, signatures: dict, recorded: dict, ta
                  or signatures[(table.name, k)] != recorded.get((table.name, k)))
 
 
-def _upstream_keys(planned_table: Optional[Table], name: str, key: str, plan) -> Sequence[str]:
-    """Which partitions of upstream table `name` feed partition `key`."""
-    from etl.project import discover_tables
-
-    upstream = planned_table or next(t for t in discover_tables() if t.name == name)
+def _upstream_keys(upstream: Table, key: str, plan) -> Sequence[str]:
+    """Which partitions of `upstream` feed partition `key`."""
     upstream_keys = partition_keys(upstream, plan)
     if upstream_keys == (WHOLE_TABLE,):
         return upstream_keys

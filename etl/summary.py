@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from etl.config import Config
+from etl.inputs import WHOLE_TABLE
 from etl.project import DATABASE, discover_tables
 from etl.writer import delta_version, table_exists, table_rows
 
@@ -52,7 +53,7 @@ def format_plan(plan) -> str:
 def _rebuild_cell(keys: Sequence[str], subsets: Sequence[str]) -> str:
     if not keys:
         return "nothing (inputs unchanged)"
-    if keys == ("*",) or set(keys) >= set(subsets):
+    if keys == (WHOLE_TABLE,) or set(keys) >= set(subsets):
         return "all"
     return ",".join(keys)
 

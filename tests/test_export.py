@@ -74,21 +74,27 @@ def test_two_exports_of_one_version_are_identical_and_a_rerun_is_a_no_op(built, 
     assert (root / "a/shards/part-00000.parquet").stat().st_mtime_ns == stamp
 
 
+def die_after(monkeypatch, target_class, shards: int):
+    """Make `target_class.put_file` publish `shards` shards, then die as a killed run would."""
+    real_put, published = target_class.put_file, []
+
+    def dying_put(self, local, name):
+        if len(published) == shards:
+            raise KeyboardInterrupt("killed while publishing")
+        published.append(name)
+        real_put(self, local, name)
+
+    monkeypatch.setattr(target_class, "put_file", dying_put)
+    return real_put
+
+
 def test_an_interrupted_export_resumes_without_restaging(built, run_cli, monkeypatch):
     import etl.export as export
     import etl.object_store as store
 
     root, config = built
     args = ["export", "--config", str(config), "--preset", "sd2", "--rows-per-shard", "200", "--out", str(root / "r")]
-    real_put, published = store.LocalTarget.put_file, []
-
-    def dying_put(self, local, name):
-        if len(published) == 2:
-            raise KeyboardInterrupt("killed while publishing")
-        published.append(name)
-        real_put(self, local, name)
-
-    monkeypatch.setattr(store.LocalTarget, "put_file", dying_put)
+    real_put = die_after(monkeypatch, store.LocalTarget, 2)
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert not (root / "r/_SUCCESS").exists() and len(list((root / "r/shards").iterdir())) == 2
@@ -142,15 +148,7 @@ def test_a_failed_s3_export_does_not_block_the_same_export_to_another_prefix(bui
     client = boto3.client("s3", endpoint_url=s3_env)
     client.create_bucket(Bucket="retries")
     args = ["export", "--config", str(config), "--preset", "sd2", "--rows-per-shard", "400"]
-    real_put, published = store.S3Target.put_file, []
-
-    def dying_put(self, local, name):
-        if len(published) == 1:
-            raise KeyboardInterrupt("killed while publishing")
-        published.append(name)
-        real_put(self, local, name)
-
-    monkeypatch.setattr(store.S3Target, "put_file", dying_put)
+    real_put = die_after(monkeypatch, store.S3Target, 1)
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--out", "s3://retries/first"])
     monkeypatch.setattr(store.S3Target, "put_file", real_put)

@@ -50,6 +50,15 @@ def joined_values(i: int) -> dict:
             "pwatermark": 0.5 + i / 16}
 
 
+def base_rows_with_float_ids(sample_ids: list[float], heights: list, widths: list) -> pa.Table:
+    """Three base rows (F, sample 1, sample 2) whose SAMPLE_ID column is float, as in some LAION copies."""
+    urls_and_texts = [F, sample(1), sample(2)]
+    return pa.table({
+        "SAMPLE_ID": sample_ids, "URL": [s[0] for s in urls_and_texts], "TEXT": [s[1] for s in urls_and_texts],
+        "HEIGHT": heights, "WIDTH": widths, "LICENSE": ["?"] * 3, "NSFW": ["UNLIKELY"] * 3,
+        "similarity": [0.125, 0.25, 0.375]})
+
+
 def joined_table(samples, columns: dict | None = None, schema: pa.Schema = JOINED_SCHEMA) -> pa.Table:
     """Joined rows for `samples` (values from `joined_values`, hash correct, LANGUAGE en),
     with some columns replaced: a replaced column takes its type from its values."""
@@ -282,10 +291,8 @@ def test_width_as_string_takes_whole_numbers_and_quarantines_the_rest(planted, r
 
 
 def test_float_sample_ids_nan_is_null_and_a_fraction_is_quarantined(planted, run_cli):
-    path = planted.plant("laion2B-en", pa.table({
-        "SAMPLE_ID": [43.0, float("nan"), 44.5], "URL": [F[0], sample(1)[0], sample(2)[0]],
-        "TEXT": [F[1], sample(1)[1], sample(2)[1]], "HEIGHT": [1.0, 2.0, 3.0], "WIDTH": [4.0, 5.0, 6.0],
-        "LICENSE": ["?"] * 3, "NSFW": ["UNLIKELY"] * 3, "similarity": [0.125, 0.25, 0.375]}))
+    path = planted.plant("laion2B-en", base_rows_with_float_ids([43.0, float("nan"), 44.5], [1.0, 2.0, 3.0],
+                                                                [4.0, 5.0, 6.0]))
     assert_engine_reads(path)
 
     build_ok(planted, run_cli)
@@ -300,10 +307,7 @@ def test_float_sample_ids_nan_is_null_and_a_fraction_is_quarantined(planted, run
 
 def test_nan_beside_one_repeated_sample_id_is_not_read_as_that_value(planted, run_cli, caplog):
     # Statistics say min == max == 45: Sail 0.7.2 would read the NaN as 45, so pyarrow decodes this file.
-    path = planted.plant("laion2B-en", pa.table({
-        "SAMPLE_ID": [45.0, float("nan"), 45.0], "URL": [F[0], sample(1)[0], sample(2)[0]],
-        "TEXT": [F[1], sample(1)[1], sample(2)[1]], "HEIGHT": [1, 2, 3], "WIDTH": [4, 5, 6],
-        "LICENSE": ["?"] * 3, "NSFW": ["UNLIKELY"] * 3, "similarity": [0.125, 0.25, 0.375]}))
+    path = planted.plant("laion2B-en", base_rows_with_float_ids([45.0, float("nan"), 45.0], [1, 2, 3], [4, 5, 6]))
     assert read_footer(str(path)).constant_float_columns == ("SAMPLE_ID",)
     caplog.set_level(logging.INFO, logger="etl.sources")
 
