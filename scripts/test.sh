@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the whole test suite, JVM and end-to-end tests included.
+# Each test has a deadline (setup.cfg `timeout`, enforced even when a thread is stuck in C:
+# tests/pytest_hang_watchdog.py); the whole suite has one too (LAION_TEST_SUITE_TIMEOUT, 45m), after
+# which pytest gets SIGTERM, prints every thread's stack and dies, so CI fails in minutes, not at its limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
-.venv/bin/python -m pytest "$@"
+timeout --kill-after=60 "${LAION_TEST_SUITE_TIMEOUT:-45m}" .venv/bin/python -m pytest "$@"
 status=$?
+if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+  echo "test.sh: the suite ran past its deadline (${LAION_TEST_SUITE_TIMEOUT:-45m}) and was stopped" >&2
+  exit 1
+fi
 if [ "$status" = 5 ]; then
   echo "test.sh: pytest collected no tests: that is a failure here" >&2
   exit 1
