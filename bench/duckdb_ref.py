@@ -48,7 +48,7 @@ def mmh3_hash(urls: pa.ChunkedArray, texts: pa.ChunkedArray) -> pa.Array:
 
 
 def compiled_hash(urls: pa.ChunkedArray, texts: pa.ChunkedArray) -> pa.Array:
-    from etl.hashing import laion_hash_arrow
+    from etl.engine.hashing import laion_hash_arrow
 
     return laion_hash_arrow(urls, texts)
 
@@ -243,8 +243,8 @@ def main(argv=None) -> int:
 
     import duckdb
 
-    from etl.config import load_config
-    from etl.summary import format_rows
+    from etl.project.config import load_config
+    from etl.build.summary import format_rows
 
     config = load_config(args.config)
     if args.out.exists():

@@ -43,7 +43,7 @@ def best_of(repeat: int, run) -> tuple[float, object]:
 
 
 def alone(path: Path, repeat: int, threads: int) -> tuple[int, list[dict]]:
-    from etl.hashing import hash_backend, laion_hash_arrow
+    from etl.engine.hashing import hash_backend, laion_hash_arrow
 
     table = pq.read_table(path, columns=["URL", "TEXT"]).combine_chunks()
     rows = table.num_rows
@@ -82,9 +82,9 @@ def through_sail(path: Path, repeat: int, rows: int, batch_rows: int) -> list[di
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
 
-    from etl.config import parse_config
-    from etl.hashing import laion_hash_batches
-    from etl.session import open_session
+    from etl.project.config import parse_config
+    from etl.engine.hashing import laion_hash_batches
+    from etl.engine.session import open_session
 
     warehouse = Path(tempfile.mkdtemp(prefix="hash_bench_"))
     config = parse_config({"warehouse": str(warehouse), "sources": {"s": {"base": "b", "joined": "j"}}}, warehouse)

@@ -598,7 +598,7 @@ def fmt_bytes(value: Optional[float]) -> str:
 
 
 def print_engine(engine: str, figures: dict) -> None:
-    from etl.summary import format_rows
+    from etl.build.summary import format_rows
 
     rows = [(s["layer"], s["table"], s["rows_in"], s["rows_out"], f"{s['seconds']:.2f}",
              f"{s['rows_per_s_per_core']:,.0f}" if s["rows_per_s_per_core"] else "-",

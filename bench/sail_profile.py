@@ -4,7 +4,7 @@ and, with --alternatives, other DMS SQL (early projection, dedup by min_by) time
 
     python bench/sail_profile.py --config data/bench/1000000-seed0/sail.yaml --warehouse data/bench/profile
 
-A measuring tool, not part of the product: it drives the build's own steps (etl.build's
+A measuring tool, not part of the product: it drives the build's own steps (etl.build.materialise's
 internals) one at a time with a timer around each, on a warehouse of its own. The alternatives
 are written beside the tables and compared with them by a fingerprint over every column (count
 and two order-free row-hash sums), so a faster variant only counts if it gives the same rows. The last stdout line is `RESULT <json>`.
@@ -85,9 +85,9 @@ def alternative_ods_hash(spark, plan, config, warehouse: Path, run_id: str, timi
     SQL pandas UDF (the SQL then selects the column)."""
     from pyspark.sql.types import LongType, StructField, StructType
 
-    from etl import build
-    from etl.hashing import laion_hash_batches
-    from etl.writer import write_table
+    from etl.build import materialise as build
+    from etl.engine.hashing import laion_hash_batches
+    from etl.warehouse.store import write_table
 
     table = next(t for t in plan.tables if t.name == "ods_laion_base")
     build._bind_input_views(spark, plan, table)
@@ -105,8 +105,8 @@ def alternative_ods_hash(spark, plan, config, warehouse: Path, run_id: str, timi
 def alternative_shuffle_partitions(spark, plan, config, warehouse: Path, run_id: str, timings: dict,
                                    checks: dict) -> None:
     """The project's DMS SQL with other spark.sql.shuffle.partitions values: time and files."""
-    from etl import build
-    from etl.writer import write_table
+    from etl.build import materialise as build
+    from etl.warehouse.store import write_table
 
     table = next(t for t in plan.tables if t.name == "dms_laion_wide")
     build._bind_input_views(spark, plan, table)
@@ -138,14 +138,14 @@ def main(argv=None) -> int:
                         help="with --alternatives, also the min_by dedup (3-5x slower on Sail 0.7.2; watch memory)")
     args = parser.parse_args(argv)
 
-    from etl import build
-    from etl.config import load_config
-    from etl.meta import previous_observed_values, register_meta_tables
-    from etl.plan import make_plan
-    from etl.runs import new_run_id
-    from etl.session import open_session
-    from etl.validation import Validator
-    from etl.writer import write_table
+    from etl.build import materialise as build
+    from etl.project.config import load_config
+    from etl.warehouse.meta import previous_observed_values, register_meta_tables
+    from etl.build.plan import make_plan
+    from etl.build.runs import new_run_id
+    from etl.engine.session import open_session
+    from etl.quality.validation import Validator
+    from etl.warehouse.store import write_table
 
     if args.warehouse.exists():
         shutil.rmtree(args.warehouse)

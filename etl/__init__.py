@@ -1,5 +1,5 @@
 """LAION-5B wide table: rebuild one wide table from LAION's metadata families."""
 
-from etl.hashing import laion_hash
+from etl.engine.hashing import laion_hash
 
 __all__ = ["laion_hash"]

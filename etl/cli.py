@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from etl.config import Config, ConfigError, load_config
-from etl.lock import LockError
+from etl.project.config import Config, ConfigError, load_config
+from etl.warehouse.lock import LockError
 from etl.redact import RedactingFormatter, redact
-from etl.sources import MissingInputError
+from etl.ingest.sources import MissingInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("etl")
@@ -109,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
         if args.command == "clip-input":
             return _clip_input(args)
         config = load_config(args.config, overrides={"engine": args.engine})
-        from etl.session import export_s3_settings
+        from etl.engine.session import export_s3_settings
 
         export_s3_settings(config)  # planning and request checks reach S3 before any engine starts
         if args.command == "build":
@@ -136,8 +136,8 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
 def _first_line(exc: Exception) -> str:
     """Engine errors carry a JVM or server trace after their first line; the line is the news,
     except for errors raised in a Python worker, whose news is the trace's last `...Error: ` line,
-    and object-store errors, whose news is spread over their lines (etl.storage)."""
-    from etl.storage import describe_storage_error
+    and object-store errors, whose news is spread over their lines (etl.ingest.storage)."""
+    from etl.ingest.storage import describe_storage_error
 
     text = str(exc).strip()
     if not text:
@@ -173,14 +173,14 @@ def _synth(args) -> int:
 
 
 def _build(args, config: Config, submitted: bool) -> int:
-    from etl.plan import make_plan
-    from etl.summary import format_plan, format_results
+    from etl.build.plan import make_plan
+    from etl.build.summary import format_plan, format_results
 
     plan = make_plan(config, layers=args.layers, subsets=args.subsets, force=args.force)
     if args.dry_run:
         print(format_plan(plan))
         return EXIT_OK
-    from etl.runs import execute_build
+    from etl.build.runs import execute_build
 
     outcome = execute_build(config, plan, submitted=submitted)
     print(format_results(outcome.steps, config))
@@ -188,9 +188,9 @@ def _build(args, config: Config, submitted: bool) -> int:
 
 
 def _dq(args, config: Config, submitted: bool) -> int:
-    from etl.project import discover_tables
-    from etl.runs import execute_dq
-    from etl.summary import format_rule_failures
+    from etl.project.tables import discover_tables
+    from etl.build.runs import execute_dq
+    from etl.build.summary import format_rule_failures
 
     known = [t.name for t in discover_tables()]
     unknown = [t for t in args.tables or [] if t not in known]
@@ -202,9 +202,9 @@ def _dq(args, config: Config, submitted: bool) -> int:
 
 
 def _export(args, config: Config, submitted: bool) -> int:
-    from etl.export import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, validate_request
-    from etl.filters import FilterError, resolve_filter, wide_table_columns
-    from etl.session import open_session
+    from etl.export.shards import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, validate_request
+    from etl.export.filters import FilterError, resolve_filter, wide_table_columns
+    from etl.engine.session import open_session
 
     try:
         chosen = resolve_filter(args.preset, args.where, wide_table_columns())
@@ -228,8 +228,8 @@ def _export(args, config: Config, submitted: bool) -> int:
 def _clip_input(args) -> int:
     import pyarrow.fs as pafs
 
-    from etl.export import clip_inference_input
-    from etl.storage import filesystem
+    from etl.export.shards import clip_inference_input
+    from etl.ingest.storage import filesystem
 
     fs, inner = filesystem(args.folder)
     names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))]
@@ -252,9 +252,9 @@ def _conclude(outcome) -> int:
 
 
 def _sql(args, config: Config, submitted: bool) -> int:
-    from etl.build import register_existing_tables
-    from etl.query import interactive_prompt, run_query
-    from etl.session import open_session
+    from etl.build.materialise import register_existing_tables
+    from etl.warehouse.query import interactive_prompt, run_query
+    from etl.engine.session import open_session
 
     with open_session(config, submitted=submitted) as spark:
         register_existing_tables(spark, config)
@@ -266,8 +266,8 @@ def _sql(args, config: Config, submitted: bool) -> int:
 
 
 def _tables(config: Config, submitted: bool) -> int:
-    from etl.summary import format_tables, table_inventory
-    from etl.session import open_session
+    from etl.build.summary import format_tables, table_inventory
+    from etl.engine.session import open_session
 
     with open_session(config, submitted=submitted) as spark:
         print(format_tables(table_inventory(spark, config)))

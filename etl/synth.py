@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from etl.hashing import laion_hashes
+from etl.engine.hashing import laion_hashes
 
 EN, MULTI, NOLANG = SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
 IMPROVED_AESTHETICS = "improved_aesthetics_4.5plus"

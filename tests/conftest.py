@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from etl.cli import main
-from pytest_hang_watchdog import pytest_configure, pytest_runtest_protocol  # noqa: F401 (hooks)
+from pytest_hang_watchdog import pytest_configure, pytest_runtest_protocol  # noqa: F401 (hooks pytest finds here)
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_PAIRS = REPO.parent / "shared" / "data" / "laion_url_text_10k.parquet"

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-import etl.session
+import etl.engine.session
 from etl.cli import main
-from etl.project import discover_tables
+from etl.project.tables import discover_tables
 from planted import planted_config, write_planted_sources
 
 TABLE_ROWS = {
@@ -161,7 +161,7 @@ def no_engine(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an engine session was opened")
 
-    monkeypatch.setattr(etl.session, "open_session", refuse)
+    monkeypatch.setattr(etl.engine.session, "open_session", refuse)
 
 
 def test_glob_matching_nothing_exits_2_naming_subset_family_and_glob(cli, tmp_path, planted_root, no_engine):
@@ -249,9 +249,9 @@ def test_dry_run_with_subsets_counts_only_those_inputs(cli, tmp_path, planted_ro
 
 
 def test_auto_shuffle_partitions_follow_the_input_bytes(tmp_path, planted_root, monkeypatch):
-    from etl import plan as plan_module
-    from etl.config import load_config
-    from etl.plan import make_plan
+    from etl.build import plan as plan_module
+    from etl.project.config import load_config
+    from etl.build.plan import make_plan
 
     text = Path(config_file(tmp_path, planted_root, tmp_path / "warehouse")).read_text()
     config = load_config(config_file(tmp_path, planted_root, tmp_path / "warehouse",
@@ -452,8 +452,8 @@ def test_synth_overwrite_replaces_its_own_tree_but_not_foreign_files(cli, tmp_pa
 
 
 def test_plan_reading_only_tables_sizes_its_shuffle_by_the_upstream_tables(built):
-    from etl.config import load_config
-    from etl.plan import make_plan
+    from etl.project.config import load_config
+    from etl.build.plan import make_plan
 
     config, warehouse = built
     plan = make_plan(load_config(config), layers=["dms"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import ConfigError, load_config
+from etl.project.config import ConfigError, load_config
 
 VALID = """
 engine: sail

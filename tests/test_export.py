@@ -89,8 +89,8 @@ def die_after(monkeypatch, target_class, shards: int):
 
 
 def test_an_interrupted_export_resumes_without_restaging(built, run_cli, monkeypatch):
-    import etl.export as export
-    import etl.object_store as store
+    import etl.export.shards as export
+    import etl.export.object_store as store
 
     root, config = built
     args = ["export", "--config", str(config), "--preset", "sd2", "--rows-per-shard", "200", "--out", str(root / "r")]
@@ -113,10 +113,10 @@ def test_an_interrupted_export_resumes_without_restaging(built, run_cli, monkeyp
     ("nope > 1", "nope"),
 ])
 def test_a_bad_where_is_refused_before_any_work(built, run_cli, monkeypatch, where, message):
-    import etl.session
+    import etl.engine.session
 
     root, config = built
-    monkeypatch.setattr(etl.session, "open_session", lambda *a, **k: pytest.fail("an engine was started"))
+    monkeypatch.setattr(etl.engine.session, "open_session", lambda *a, **k: pytest.fail("an engine was started"))
     code, _, err = run_cli("export", "--config", str(config), "--where", where, "--out", str(root / "bad"))
     assert code == 2 and message in err.lower() and len(err.strip().splitlines()) == 1
     assert not (root / "bad").exists()
@@ -141,7 +141,7 @@ def test_a_failed_s3_export_does_not_block_the_same_export_to_another_prefix(bui
                                                                             tmp_path):
     import tempfile
 
-    import etl.object_store as store
+    import etl.export.object_store as store
 
     root, config = built
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a staging area of this test's own

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_same_rows, read_delta
 from etl.cli import main
-from etl.project import discover_tables
+from etl.project.tables import discover_tables
 from planted import planted_config, write_planted_sources
 
 TABLES = {t.name: t for t in discover_tables()}
@@ -136,8 +136,8 @@ def committed(warehouse, name) -> bool:
 
 
 def test_an_unreachable_store_fails_the_run_instead_of_refusing_the_file(tmp_path, monkeypatch):
-    from etl import sources
-    from etl.sources import SourceError, resolve_files
+    from etl.ingest import sources
+    from etl.ingest.sources import SourceError, resolve_files
 
     write_planted_sources(tmp_path / "sources")
 

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import assert_same_rows, read_delta
 from etl import laion_hash
-from etl.storage import read_footer
+from etl.ingest.storage import read_footer
 from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
 
 FAMILY_FOLDERS = {
@@ -309,7 +309,7 @@ def test_nan_beside_one_repeated_sample_id_is_not_read_as_that_value(planted, ru
     # Statistics say min == max == 45: Sail 0.7.2 would read the NaN as 45, so pyarrow decodes this file.
     path = planted.plant("laion2B-en", base_rows_with_float_ids([45.0, float("nan"), 45.0], [1, 2, 3], [4, 5, 6]))
     assert read_footer(str(path)).constant_float_columns == ("SAMPLE_ID",)
-    caplog.set_level(logging.INFO, logger="etl.sources")
+    caplog.set_level(logging.INFO, logger="etl.ingest.sources")
 
     build_ok(planted, run_cli)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_same_rows, read_delta
-from etl.config import ConfigError, load_config, parse_config
-from etl.lock import LOCK_FILE, LockError, LockOwner, acquire, lock_store, warehouse_lock
-from etl.project import discover_tables
+from etl.project.config import ConfigError, load_config, parse_config
+from etl.warehouse.lock import LOCK_FILE, LockError, LockOwner, acquire, lock_store, warehouse_lock
+from etl.project.tables import discover_tables
 from planted import planted_config, write_planted_sources
 
 HOST = socket.gethostname()
@@ -113,7 +113,7 @@ def test_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
     with warehouse_lock(config, "run-b", "build"):
         assert lock_owner(lock_path(config))["run_id"] == "run-b"
     assert not lock_path(config).exists()
-    warning = next(r.getMessage() for r in caplog.records if r.name == "etl.lock")
+    warning = next(r.getMessage() for r in caplog.records if r.name == "etl.warehouse.lock")
     assert "taking over the lock of build run silent-run (host another-host, pid 1)" in warning
     assert "last heartbeat is 10 min old (stale after 10 min)" in warning
 

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from etl.config import ConfigError, load_config
-from etl.filters import FilterError, load_presets, resolve_filter, validate_predicate, wide_table_columns
+from etl.project.config import ConfigError, load_config
+from etl.export.filters import FilterError, load_presets, resolve_filter, validate_predicate, wide_table_columns
 from planted import planted_config, write_planted_sources
 
 ACCESS_KEY_ID = "AKIDMARKER" + secrets.token_hex(5).upper()
@@ -202,9 +202,9 @@ def test_real_subset_names_are_accepted(tmp_path, name):
 
 @pytest.mark.parametrize("trailing", ["", "/", "//"])
 def test_every_table_path_stays_inside_the_warehouse(tmp_path, trailing):
-    from etl.lock import lock_location
-    from etl.meta import DQ_RESULTS, QUARANTINE, RUNS, meta_path
-    from etl.project import discover_tables
+    from etl.warehouse.lock import lock_location
+    from etl.warehouse.meta import DQ_RESULTS, QUARANTINE, RUNS, meta_path
+    from etl.project.tables import discover_tables
 
     root = tmp_path / "wh"
     config = load_config(write_config(tmp_path, warehouse=f"{root}{trailing}"))
@@ -219,7 +219,7 @@ def test_every_table_path_stays_inside_the_warehouse(tmp_path, trailing):
 def test_table_names_from_sql_files_are_checked(tmp_path, monkeypatch, stem):
     import shutil
 
-    import etl.project as project
+    import etl.project.tables as project
 
     shutil.copytree(project.SQL_DIR, tmp_path / "sql")
     shutil.copytree(project.CONTRACTS_DIR, tmp_path / "expectations")
@@ -284,9 +284,9 @@ def test_preset_names_in_the_presets_file_are_checked(tmp_path, name):
 ])
 def test_export_folder_cannot_overlap_the_warehouse_or_climb_out_of_its_bucket(cli_config, run_cli, monkeypatch,
                                                                                 out, message):
-    import etl.session
+    import etl.engine.session
 
-    monkeypatch.setattr(etl.session, "open_session", lambda *a, **k: pytest.fail("an engine was started"))
+    monkeypatch.setattr(etl.engine.session, "open_session", lambda *a, **k: pytest.fail("an engine was started"))
     root = cli_config.parent
     out = out.format(wh=root / "wh", root=root)
     code, _, err = run_cli("export", "--config", str(cli_config), "--where", "width > 1", "--out", out)
@@ -322,7 +322,7 @@ def test_where_refuses_anything_but_a_filter(where):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from etl.session import open_session
+    from etl.engine.session import open_session
 
     root = tmp_path_factory.mktemp("where")
     config_path = root / "config.yaml"

@@ -23,7 +23,7 @@ from deltalake import DeltaTable
 
 from conftest import REPO, assert_same_rows, demo_config, read_delta
 from etl.cli import main
-from etl.project import discover_tables
+from etl.project.tables import discover_tables
 from etl.synth import generate
 
 TABLES = {t.name: t for t in discover_tables()}
@@ -108,8 +108,8 @@ def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp
     # A kill between a table's commit and the runs update can leave only that last table unlisted.
     assert len(present - published) <= 1
 
-    from etl.config import load_config
-    from etl.plan import make_plan
+    from etl.project.config import load_config
+    from etl.build.plan import make_plan
 
     plan = make_plan(load_config(config))
     assert main(["-q", "build", "--config", str(config)]) == 0

@@ -21,8 +21,8 @@ from deltalake import DeltaTable
 
 from conftest import assert_same_rows
 from etl.cli import main
-from etl.config import ConfigError, load_config
-from etl.project import discover_tables
+from etl.project.config import ConfigError, load_config
+from etl.project.tables import discover_tables
 from faultproxy import FORWARD, STALL, FaultProxy, Rule
 from planted import expected_wide_rows, planted_config, write_planted_sources
 

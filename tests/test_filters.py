@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etl.filters import (
+from etl.export.filters import (
     ADHOC_NAME,
     ALLOWED_FUNCTIONS,
     MAX_PREDICATE_CHARS,
@@ -16,7 +16,7 @@ from etl.filters import (
     validate_predicate,
     wide_table_columns,
 )
-from etl.project import discover_tables
+from etl.project.tables import discover_tables
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,10 @@ def test_boolean_column_may_stand_alone():
 
 
 def test_allow_list_is_documented():
-    import etl.filters
+    import etl.export.filters
 
     for name in ALLOWED_FUNCTIONS.values():
-        assert name in etl.filters.__doc__
+        assert name in etl.export.filters.__doc__
 
 
 # -- refused ----------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import etl.hashing as hashing
+import etl.engine.hashing as hashing
 from etl import laion_hash
-from etl.hashing import hash_backend, laion_hash_arrow, laion_hash_batches, laion_hashes
+from etl.engine.hashing import hash_backend, laion_hash_arrow, laion_hash_batches, laion_hashes
 
 EDGE_CODE_POINTS = "\x00\x7f\x80\u07ff\u0800\ud7ff\ue000\ufffd\uffff\U00010000\U0010ffff"
 
@@ -192,8 +192,8 @@ def test_pandas_udf_body_on_object_series():
 
 
 def test_sql_function_and_map_in_arrow_on_sail_equal_reference(tmp_path):
-    from etl.config import parse_config
-    from etl.session import open_session
+    from etl.project.config import parse_config
+    from etl.engine.session import open_session
 
     pairs = random_pairs(3_000, seed=3) + ADVERSARIAL
     expected = {i: reference(u, t) for i, (u, t) in enumerate(pairs)}

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from conftest import serve_folder
-from etl.hashing import laion_hash
-from etl.images import (
+from etl.engine.hashing import laion_hash
+from etl.ingest.images import (
     IMAGE_SUFFIXES,
     INDEX_DDL,
     INDEX_SCHEMA,

@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 
 from conftest import assert_same_rows, read_delta
 from etl.cli import main
-from etl.project import discover_tables
+from etl.project.tables import discover_tables
 from planted import planted_config, write_planted_sources
 
 TABLES = {t.name: t for t in discover_tables()}

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, assert_same_rows, demo_config, need_java, read_delta, read_parquet_table
 from etl import laion_hash
 from etl.cli import main
-from etl.project import discover_tables
+from etl.project.tables import discover_tables
 from etl.synth import generate
 from planted import WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
 

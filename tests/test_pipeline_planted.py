@@ -8,8 +8,8 @@ import pytest
 
 from conftest import assert_same_rows, read_delta
 from etl import laion_hash
-from etl.config import load_config
-from etl.project import discover_tables
+from etl.project.config import load_config
+from etl.project.tables import discover_tables
 from planted import A, B, D, IMAGE_KEY_A, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import build_synthetic, REAL_PAIRS, assert_same_rows, demo_config, read_delta
 from etl.cli import main
-from etl.hashing import laion_hashes
+from etl.engine.hashing import laion_hashes
 from etl.synth import generate
 
 SUFFIX_OF_TYPE = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
@@ -136,8 +136,8 @@ def test_language_falls_back_to_the_subset_default(synth_build):
 
 def test_rebuild_is_idempotent_on_every_table(synth_build):
     root, _, config = synth_build
-    from etl.config import load_config
-    from etl.project import discover_tables
+    from etl.project.config import load_config
+    from etl.project.tables import discover_tables
 
     tables = discover_tables()
     paths = [t.path(load_config(config)) for t in tables]

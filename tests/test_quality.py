@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import build_synthetic, assert_same_rows, read_delta
-from etl.hashing import laion_hashes
+from etl.engine.hashing import laion_hashes
 from planted import planted_config, write_planted_sources
 
 SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")

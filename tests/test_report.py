@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from etl.plots import coverage_svg, histogram_svg
-from etl.quality import CoveragePoint, Histogram, RuleResult, RunQuality, TableQuality
-from etl.report import VERDICT_COLOURS, render_report, write_report
+from etl.quality.plots import coverage_svg, histogram_svg
+from etl.quality.results import CoveragePoint, Histogram, RuleResult, RunQuality, TableQuality
+from etl.quality.report import VERDICT_COLOURS, render_report, write_report
 
 EVIL = '<script>alert("x")</script> & "quotes"'
 DUP_IDS = (4711, 4712, 90001, 123456789012)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator
 
 from conftest import demo_config
-from etl.config import load_config
-from etl.session import open_session
+from etl.project.config import load_config
+from etl.engine.session import open_session
 
 
 def test_a_dead_release_pool_does_not_fail_the_next_query(tmp_path):

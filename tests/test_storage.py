@@ -1,6 +1,6 @@
 """Object-storage settings reach pyarrow from the environment, as they reach Sail and boto3."""
 
-from etl.storage import filesystem
+from etl.ingest.storage import filesystem
 
 
 def s3_options(uri: str) -> tuple[dict, str]:

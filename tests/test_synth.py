@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.hashing import laion_hash, laion_hashes
+from etl.engine.hashing import laion_hash, laion_hashes
 from etl.synth import generate
 
 REAL_PAIRS = Path(__file__).resolve().parents[2] / "shared/data/laion_url_text_10k.parquet"

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from etl.config import Config, ConfigError
-from etl.contracts import Contract, load_contract
+from etl.project.config import Config, ConfigError
+from etl.project.contracts import Contract, load_contract
+from etl.project.resources import bundled_root
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(str(bundled_root()))
 SQL_DIR = ROOT / "sql"
 CONTRACTS_DIR = ROOT / "expectations"
 LAYERS = ("ods", "dmd", "dms")

@@ -20,7 +20,7 @@ import pyarrow.types as pat
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from etl.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
+from etl.ingest.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
 
 log = logging.getLogger(__name__)
 

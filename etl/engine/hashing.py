@@ -170,7 +170,7 @@ def _kernel():
             _BACKEND = (None, "python")
         else:
             try:
-                from etl.murmur3 import murmur3_x64_64_pairs
+                from etl.engine.murmur3 import murmur3_x64_64_pairs
 
                 _BACKEND = (murmur3_x64_64_pairs, "numba")
             except ImportError:

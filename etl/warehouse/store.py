@@ -19,8 +19,8 @@ from typing import Mapping, Optional, Sequence
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
-from etl.project import DATABASE
-from etl.storage import exists, filesystem
+from etl.project.tables import DATABASE
+from etl.ingest.storage import exists, filesystem
 
 log = logging.getLogger(__name__)
 

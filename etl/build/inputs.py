@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Optional, Sequence
 
-from etl.project import Table, discover_tables
+from etl.project.tables import Table, discover_tables
 
 WHOLE_TABLE = "*"
 SUBSET_COLUMN = "subset"
@@ -77,7 +77,7 @@ def _upstream_keys(upstream: Table, key: str, plan) -> Sequence[str]:
 
 
 def _view_inputs(table: Table, key: str, plan) -> list:
-    from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW
+    from etl.build.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW
 
     def in_partition(subset: str) -> bool:
         return key == WHOLE_TABLE or subset == key

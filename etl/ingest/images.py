@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from etl.storage import filesystem
+from etl.ingest.storage import filesystem
 
 IMAGE_SUFFIXES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "avif", "heic")
 UNKNOWN_SUFFIX = "unknown"

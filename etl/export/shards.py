@@ -29,12 +29,12 @@ from typing import Optional, Sequence
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from etl.config import Config, is_remote
-from etl.filters import ResolvedFilter
-from etl.object_store import ExportTarget, file_stats, target_for
+from etl.project.config import Config, is_remote
+from etl.export.filters import ResolvedFilter
+from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
-from etl.project import discover_tables
-from etl.writer import delta_version, table_exists
+from etl.project.tables import discover_tables
+from etl.warehouse.store import delta_version, table_exists
 
 log = logging.getLogger(__name__)
 

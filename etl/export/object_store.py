@@ -18,7 +18,7 @@ from typing import Optional, Protocol
 
 import pyarrow.parquet as pq
 
-from etl.storage import s3_max_attempts, s3_timeout_seconds
+from etl.ingest.storage import s3_max_attempts, s3_timeout_seconds
 
 
 class ExportTarget(Protocol):

@@ -6,7 +6,7 @@ import sys
 
 from pyspark.errors import PySparkException
 
-from etl.summary import format_rows
+from etl.build.summary import format_rows
 
 
 def run_query(spark, query: str, limit: int) -> str:

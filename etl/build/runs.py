@@ -17,20 +17,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-from etl.build import BuildState, StepResult, register_existing_tables, run_build
-from etl.config import Config
-from etl.lock import warehouse_lock
-from etl.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, save_run,
+from etl.build.materialise import BuildState, StepResult, register_existing_tables, run_build
+from etl.project.config import Config
+from etl.warehouse.lock import warehouse_lock
+from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, save_run,
                       coverage_history, meta_path, previous_observed_values, register_meta_tables)
-from etl.plan import BuildPlan
-from etl.project import discover_tables
-from etl.quality import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
+from etl.build.plan import BuildPlan
+from etl.project.tables import discover_tables
+from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
 from etl.redact import redact
-from etl.report import write_report
-from etl.session import open_session
-from etl.sources import explain_read_failure
-from etl.validation import Validator, histograms
-from etl.writer import delta_version, table_exists, table_rows
+from etl.quality.report import write_report
+from etl.engine.session import open_session
+from etl.ingest.sources import explain_read_failure
+from etl.quality.validation import Validator, histograms
+from etl.warehouse.store import delta_version, table_exists, table_rows
 
 log = logging.getLogger("etl")
 

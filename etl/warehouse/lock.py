@@ -32,11 +32,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Iterator, Optional, Protocol
 
-from etl.config import Config, is_remote
+from etl.project.config import Config, is_remote
 
 log = logging.getLogger(__name__)
 
-LOCK_LAYER = "meta"  # beside the run bookkeeping tables (etl.meta.META_LAYER)
+LOCK_LAYER = "meta"  # beside the run bookkeeping tables (etl.warehouse.meta.META_LAYER)
 LOCK_FILE = "_lock.json"
 GUARD_FILE = "_lock.guard"  # local warehouses: flocked while a run changes the lock
 HEARTBEAT_SECONDS = 10.0
@@ -290,7 +290,7 @@ class S3LockStore:
 
         self.location = uri
         self.bucket, _, self.key = uri[len("s3://"):].partition("/")
-        from etl.object_store import client_config
+        from etl.export.object_store import client_config
 
         self.client = boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
                                    config=client_config())

@@ -22,7 +22,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from etl.quality import (FAIL_VERDICT, PASS_VERDICT, WARN_VERDICT, CoveragePoint, RuleResult,
+from etl.quality.results import (FAIL_VERDICT, PASS_VERDICT, WARN_VERDICT, CoveragePoint, RuleResult,
                          RunQuality, TableQuality, verdict_of)
 
 STATUSES = (FAIL_VERDICT, WARN_VERDICT, PASS_VERDICT)  # worst first: the order rules are listed in
@@ -186,7 +186,7 @@ def _quarantine(quarantine: dict) -> str:
 def _coverage(points: list[CoveragePoint], run_id: str) -> str:
     if not points:
         return ""
-    from etl.plots import coverage_svg
+    from etl.quality.plots import coverage_svg
 
     out = ['<section id="coverage">', "<h2>Coverage over the last runs</h2>",
            "<p>Share of wide-table rows with an aesthetic score and with a downloaded image, "
@@ -229,7 +229,7 @@ def _table_section(table: TableQuality) -> str:
            "</dl>"]
     out.append(_rules_table(table))
     if table.histograms:
-        from etl.plots import histogram_svg
+        from etl.quality.plots import histogram_svg
 
         out += ["<h3>Distributions</h3>", '<div class="plots">']
         for hist in table.histograms:

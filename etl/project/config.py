@@ -14,12 +14,14 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from etl.project.resources import bundled_root
+
 ENV_PREFIX = "LAION_ETL__"
 ENGINES = ("sail", "spark", "connect")
 FORMATS = ("delta", "parquet")
 BAD_FILE_POLICIES = ("fail", "skip")
 DEFAULT_LANGUAGES = {"laion2B-en": "en", "laion1B-nolang": "nolang"}
-LAYERS_FILE = Path(__file__).resolve().parent.parent / "conf" / "layers.yaml"
+LAYERS_FILE = Path(str(bundled_root())) / "conf" / "layers.yaml"
 DEFAULT_LOCK_STALE_SECONDS = 600
 # Object storage: attempts per request (the first try included) and seconds a request may go
 # unanswered before it is abandoned and retried. Both reach every S3 client (etl/session.py).

@@ -17,18 +17,18 @@ from typing import Callable, Iterator, Optional
 
 from pyspark.sql import functions as F
 
-from etl.config import Config
-from etl.contracts import ContractError
-from etl.images import INDEX_DDL, index_batches
-from etl.inputs import WHOLE_TABLE
-from etl.meta import QUARANTINE, append_source_files, append_table_inputs, meta_contract, meta_path
-from etl.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
+from etl.project.config import Config
+from etl.project.contracts import ContractError
+from etl.ingest.images import INDEX_DDL, index_batches
+from etl.build.inputs import WHOLE_TABLE
+from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_contract, meta_path
+from etl.build.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
 from etl.progress import step
-from etl.project import DATABASE, Table, discover_tables
-from etl.quality import FAIL, WARN, RuleResult, TableQuality
-from etl.sources import SourceError, accepted_rows, read_family, rejected_rows
-from etl.validation import Validator, histograms
-from etl.writer import Rollback, delta_version, register_table, table_exists, table_rows, write_table
+from etl.project.tables import DATABASE, Table, discover_tables
+from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
+from etl.ingest.sources import SourceError, accepted_rows, read_family, rejected_rows
+from etl.quality.validation import Validator, histograms
+from etl.warehouse.store import Rollback, delta_version, register_table, table_exists, table_rows, write_table
 
 log = logging.getLogger("etl")
 

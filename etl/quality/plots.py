@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # batch rendering only; no display, no GUI toolkit
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from etl.quality import CoveragePoint, Histogram
+from etl.quality.results import CoveragePoint, Histogram
 
 BAR_COLOUR = "#4c72b0"
 AESTHETIC_COLOUR = "#8c3fa8"
@@ -110,7 +110,7 @@ def coverage_svg(points: Sequence[CoveragePoint], *, id_prefix: str = "coverage"
 def run_label(point: CoveragePoint) -> str:
     """Two short lines for an axis: when the run finished (to the minute) and a short run id.
 
-    Run ids are `<UTC start time>-<random hex>` (etl.runs.new_run_id): the time is on the first
+    Run ids are `<UTC start time>-<random hex>` (etl.build.runs.new_run_id): the time is on the first
     line already, so the short id is the random tail."""
     when = (point.finished_at or "").replace("T", " ")[:16]
     head, _, tail = point.run_id.rpartition("-")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from etl.config import Config
-from etl.inputs import WHOLE_TABLE
-from etl.project import DATABASE, discover_tables
-from etl.writer import delta_version, table_exists, table_rows
+from etl.project.config import Config
+from etl.build.inputs import WHOLE_TABLE
+from etl.project.tables import DATABASE, discover_tables
+from etl.warehouse.store import delta_version, table_exists, table_rows
 
 
 def format_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

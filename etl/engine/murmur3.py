@@ -4,7 +4,7 @@ Austin Appleby's reference algorithm (public domain), seed 0; the first 64 bits 
 int64, which is what `mmh3.hash64(key)[0]` returns. Row r hashes the bytes url[r] + text[r]
 (a null value is empty) without building the concatenation: a 64-bit word that lies wholly inside
 one of the two values is one load, the one word that straddles the boundary is gathered byte by
-byte. Importing this module imports numba; `etl.hashing` does so only when it first hashes.
+byte. Importing this module imports numba; `etl.engine.hashing` does so only when it first hashes.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from etl.config import Config
-from etl.contracts import Contract, load_contract
-from etl.project import CONTRACTS_DIR
-from etl.quality import CoveragePoint, RuleResult
-from etl.writer import append_rows, register_table, table_exists
+from etl.project.config import Config
+from etl.project.contracts import Contract, load_contract
+from etl.project.tables import CONTRACTS_DIR
+from etl.quality.results import CoveragePoint, RuleResult
+from etl.warehouse.store import append_rows, register_table, table_exists
 
 META_LAYER = "meta"
 RUNS, DQ_RESULTS, QUARANTINE = "runs", "dq_results", "quarantine"
@@ -159,7 +159,7 @@ def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:
         return DeltaTable(path).to_pyarrow_table(columns=columns).to_pylist()
     import pyarrow.dataset as ds
 
-    from etl.storage import filesystem
+    from etl.ingest.storage import filesystem
 
     fs, inner = filesystem(path)
     return ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()

@@ -59,9 +59,11 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import TokenType
 
+from etl.project.resources import bundled_root
+
 DIALECT = "spark"
 WIDE_TABLE = "dms_laion_wide"
-PRESETS_FILE = Path(__file__).resolve().parent.parent / "conf" / "presets.yaml"
+PRESETS_FILE = Path(str(bundled_root())) / "conf" / "presets.yaml"
 ADHOC_NAME = "adhoc"  # ResolvedFilter.name of a --where filter; no preset may use it
 MAX_PREDICATE_CHARS = 10_000
 MAX_NESTING = 64  # parentheses / tree depth; sqlglot's and Spark's parsers are recursive
@@ -133,7 +135,7 @@ def wide_table_columns() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _wide_table_columns() -> tuple[tuple[str, str], ...]:
-    from etl.project import discover_tables
+    from etl.project.tables import discover_tables
 
     for table in discover_tables():
         if table.name == WIDE_TABLE:

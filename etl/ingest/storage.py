@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from etl.config import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_SECONDS
+from etl.project.config import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_SECONDS
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -31,7 +31,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     Retries and timeouts are set, not left to the SDK's defaults: AWS_MAX_ATTEMPTS attempts per
     request with the SDK's standard backoff (5xx, throttling and dropped connections are retried),
     and AWS_TIMEOUT for connecting and for a response that stops arriving (both exported from
-    the config's `s3` section by etl.session.export_s3_settings).
+    the config's `s3` section by etl.engine.session.export_s3_settings).
     """
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)

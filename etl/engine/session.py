@@ -14,9 +14,9 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from etl.config import Config
-from etl.hashing import register_laion_hash
-from etl.project import DATABASE
+from etl.project.config import Config
+from etl.engine.hashing import register_laion_hash
+from etl.project.tables import DATABASE
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def export_s3_settings(config: Config) -> None:
     """Hand the `s3` section to every S3 client in this process (and the engine's workers).
 
     The environment is the one channel they all read: boto3 (`AWS_ENDPOINT_URL`,
-    `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), pyarrow through etl.storage (the same names plus
+    `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), pyarrow through etl.ingest.storage (the same names plus
     `AWS_TIMEOUT`), and the Rust object_store inside Sail and delta-rs (`AWS_ENDPOINT`,
     `AWS_ALLOW_HTTP`, `AWS_TIMEOUT`, `AWS_CONNECT_TIMEOUT`). object_store's retry count is not
     settable from the environment: it retries 5xx answers and timed-out reads up to 10 times

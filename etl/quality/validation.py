@@ -14,8 +14,8 @@ from typing import Any, Mapping, Optional
 
 from pyspark.sql import DataFrame
 
-from etl.contracts import Contract, RuleSpec
-from etl.quality import FAIL, Histogram, RuleResult
+from etl.project.contracts import Contract, RuleSpec
+from etl.quality.results import FAIL, Histogram, RuleResult
 
 SAMPLE_SIZE = 20
 # Spark simpleString -> the type name GX's ExpectColumnValuesToBeOfType compares with.

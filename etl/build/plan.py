@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from etl.config import Config, ConfigError
-from etl.session import local_cores
-from etl.storage import file_stat, tree_bytes
-from etl.writer import table_exists
-from etl.images import list_shards
-from etl.inputs import partitions_to_build, planned_signatures
-from etl.meta import recorded_signatures
-from etl.project import LAYERS, Table, discover_tables
-from etl.sources import FAMILIES, MissingInputError, RefusedFile, SourceError, SourceFile, resolve_files
+from etl.project.config import Config, ConfigError
+from etl.engine.session import local_cores
+from etl.ingest.storage import file_stat, tree_bytes
+from etl.warehouse.store import table_exists
+from etl.ingest.images import list_shards
+from etl.build.inputs import partitions_to_build, planned_signatures
+from etl.warehouse.meta import recorded_signatures
+from etl.project.tables import LAYERS, Table, discover_tables
+from etl.ingest.sources import FAMILIES, MissingInputError, RefusedFile, SourceError, SourceFile, resolve_files
 
 # Bytes of (compressed parquet) input per shuffle partition when the config says `auto`: big
 # enough that a cluster run gets thousands of partitions, not hundreds of thousands.
