@@ -1,4 +1,4 @@
-"""`laion-etl`: synth, build, sql, tables.
+"""`laion-etl`: synth, build, sql, dq, export, tables, clip-input, package-zip.
 
 Exit codes: 0 success, 1 a handled failure (a build step, a broken contract), 2 bad usage,
 bad configuration or a missing input. Errors are one line on stderr naming the problem.
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tables = commands.add_parser("tables", help="list the tables: name, layer, version, rows, path")
     _add_config(tables)
+
+    package = commands.add_parser("package-zip", help="write the zip that spark-submit --py-files ships "
+                                  "(the etl package with its SQL, contracts and default configuration)")
+    package.add_argument("--out", type=Path, default=Path("dist/etl.zip"), help="zip to write (default: dist/etl.zip)")
     return parser
 
 
@@ -108,6 +112,8 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _synth(args)
         if args.command == "clip-input":
             return _clip_input(args)
+        if args.command == "package-zip":
+            return _package_zip(args)
         config = load_config(args.config, overrides={"engine": args.engine})
         from etl.engine.session import export_s3_settings
 
@@ -169,6 +175,14 @@ def _synth(args) -> int:
     print(f"wrote synthetic LAION sources to {args.out}")
     for name, counts in summary.items():
         print(f"  {name}: {counts}")
+    return EXIT_OK
+
+
+def _package_zip(args) -> int:
+    from etl.cluster.package_zip import write_package_zip
+
+    files = write_package_zip(args.out)
+    print(f"wrote {args.out} ({files} files): spark-submit --py-files {args.out}")
     return EXIT_OK
 
 
