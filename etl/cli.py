@@ -270,7 +270,7 @@ def _sql(args, config: Config, submitted: bool) -> int:
     from etl.warehouse.query import interactive_prompt, run_query
     from etl.engine.session import open_session
 
-    with open_session(config, submitted=submitted) as spark:
+    with open_session(config, submitted=submitted, interactive=args.query is None) as spark:
         register_existing_tables(spark, config)
         if args.query:
             print(run_query(spark, args.query, args.limit))

@@ -1,6 +1,8 @@
 """The one session factory, shared by the CLI, the spark-submit jobs and the tests.
 
-`sail`: LakeSail's Spark Connect server started in this process (no JVM, real Delta tables).
+`sail`: LakeSail's Spark Connect server in a child process (no JVM, real Delta tables), watched
+for stalls: a step on which neither it nor this process does any work for `engine_stall_seconds`
+fails naming the step, and the server is killed (etl/engine/sail_server.py, stall_watchdog.py).
 `spark`: a classic JVM SparkSession; under spark-submit it attaches to the submitted context.
 `connect`: a remote Spark Connect endpoint.
 Whatever the engine, the session has `laion_hash` registered and the `laion` database created.
@@ -11,11 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
+from etl.engine.sail_server import SailServerProcess
+from etl.engine.stall_watchdog import StallWatchdog
 from etl.project.tables import DATABASE
 
 log = logging.getLogger(__name__)
@@ -82,50 +88,76 @@ def local_cores() -> int:
     return os.cpu_count() or 2
 
 
+# The engine of this process (one per process): its stall watchdog, when it has one.
+_watchdog: Optional[StallWatchdog] = None
+SESSION_STOP_SECONDS = 30.0
+
+
 @contextmanager
-def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
+def engine_step(name: str) -> Iterator[None]:
+    """Name what the engine is doing: a stall inside fails with this name (no-op without a watchdog)."""
+    if _watchdog is None:
+        yield
+        return
+    with _watchdog.busy(name):
+        yield
+
+
+@contextmanager
+def open_session(config: Config, submitted: bool = False, interactive: bool = False) -> Iterator[object]:
     """A ready SparkSession for `config.engine`; stopped (session before server) on exit.
 
     `submitted=True` means we run under spark-submit: the JVM engine is used whatever the
-    config says, and master/packages come from the spark-submit command line.
+    config says, and master/packages come from the spark-submit command line. `interactive=True`
+    (the analyst prompt): waiting for the user is not a stall; only `engine_step`s are watched.
     """
+    global _watchdog
     export_s3_settings(config)
     engine = "spark" if submitted else config.engine
     server = None
     if engine != "spark":
         revive_release_pool()
     if engine == "sail":
-        spark, server = _sail_session(config)
+        server = SailServerProcess()
+        log.info("sail: Spark Connect server on %s:%s (pid %s)", server.host, server.port, server.pid)
+        try:
+            spark = server.connect()
+        except Exception:
+            server.kill()
+            raise
+        _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
+                                  config.engine_stall_seconds)
     elif engine == "spark":
         spark = _jvm_session(config, submitted)
     else:
         spark = _connect_session(config.connect_url)
     try:
-        spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
-        spark.conf.set("spark.sql.session.timeZone", "UTC")
-        register_laion_hash(spark)
-        spark.sql(f"create database if not exists {DATABASE}")
-        yield spark
+        with engine_step("session start"):
+            spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
+            spark.conf.set("spark.sql.session.timeZone", "UTC")
+            register_laion_hash(spark)
+            spark.sql(f"create database if not exists {DATABASE}")
+        if interactive:
+            yield spark
+        else:
+            with engine_step("session"):
+                yield spark
     finally:
-        spark.stop()
+        watchdog, _watchdog = _watchdog, None
+        if watchdog is not None:
+            watchdog.close()
+        _stop_within(spark, SESSION_STOP_SECONDS)
         if server is not None:
             server.stop()
 
 
-def _sail_session(config: Config):
-    from pysail.spark import SparkConnectServer
-
-    # Sail logs every session start and shutdown at INFO; a user's RUST_LOG still wins.
-    os.environ.setdefault("RUST_LOG", "error")
-    server = SparkConnectServer(ip="127.0.0.1", port=0)
-    server.start(background=True)
-    host, port = server.listening_address
-    log.info("sail: Spark Connect server on %s:%s", host, port)
-    try:
-        return _connect_session(f"sc://{host}:{port}"), server
-    except Exception:
-        server.stop()
-        raise
+def _stop_within(spark, seconds: float) -> None:
+    """`spark.stop()`, abandoned after `seconds`: a session on a server that died must not hold the exit."""
+    stopper = threading.Thread(target=spark.stop, name="spark-session-stop", daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    if stopper.is_alive():
+        log.warning("the Spark session did not stop within %.0f s; going on without it", seconds)
 
 
 def _connect_session(url: Optional[str]):

@@ -27,6 +27,9 @@ DEFAULT_LOCK_STALE_SECONDS = 600
 # unanswered before it is abandoned and retried. Both reach every S3 client (etl/session.py).
 DEFAULT_S3_MAX_ATTEMPTS = 5
 DEFAULT_S3_TIMEOUT_SECONDS = 30.0
+# A step on which neither the embedded engine nor the build does any work this long has stalled:
+# longer than object_store's longest retry backoff (3 minutes), during which nothing moves either.
+DEFAULT_ENGINE_STALL_SECONDS = 300.0
 
 
 class ConfigError(ValueError):
@@ -83,6 +86,7 @@ class Config:
     dq_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "table.rule_id" -> overrides
     on_bad_file: str = "fail"  # a source file that cannot be used: fail the build, or skip it and go on
     lock_stale_seconds: int = DEFAULT_LOCK_STALE_SECONDS  # a warehouse lock silent this long is taken over
+    engine_stall_seconds: float = DEFAULT_ENGINE_STALL_SECONDS  # sail: a step idle this long is stopped
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -160,7 +164,7 @@ def _find_key(node: dict, key: str) -> str:
 
 def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3",
-             "reports", "dq", "on_bad_file", "lock_stale_seconds"}
+             "reports", "dq", "on_bad_file", "lock_stale_seconds", "engine_stall_seconds"}
     _refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
     fmt = _choice(raw, "format", FORMATS, default="delta")
@@ -194,6 +198,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         dq_rules=_parse_dq(raw.get("dq")),
         on_bad_file=_choice(raw, "on_bad_file", BAD_FILE_POLICIES, default="fail"),
         lock_stale_seconds=_positive_int(raw, "lock_stale_seconds", DEFAULT_LOCK_STALE_SECONDS),
+        engine_stall_seconds=_positive_seconds(raw, "engine_stall_seconds", DEFAULT_ENGINE_STALL_SECONDS),
     )
 
 
@@ -309,6 +314,13 @@ def _positive_int(raw: Mapping[str, Any], key: str, default: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{key}: must be a positive whole number of seconds, got {value!r}")
     return value
+
+
+def _positive_seconds(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _mapping(value: Any, where: str) -> dict:

@@ -7,6 +7,7 @@ import sys
 from pyspark.errors import PySparkException
 
 from etl.build.summary import format_rows
+from etl.engine.session import engine_step
 
 
 def run_query(spark, query: str, limit: int) -> str:
@@ -44,6 +45,7 @@ def interactive_prompt(spark, limit: int) -> None:
         statement = "\n".join(buffer)
         buffer = []
         try:
-            print(run_query(spark, statement, limit))
+            with engine_step("query"):
+                print(run_query(spark, statement, limit))
         except PySparkException as exc:
             print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)

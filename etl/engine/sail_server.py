@@ -1,0 +1,143 @@
+"""The embedded engine's Spark Connect server, run in a child process the build can kill.
+
+Run inside the build's own process, a Sail server that stops answering takes the build with it:
+a query's gRPC call waits in C for good and `SparkSession.stop()` blocks as well (seen in this
+project's test runs: CPU idle, a Great Expectations `collect` waiting for over 15 minutes). In a
+child process it can be killed; the pending call then fails at once and the build reports
+which table and step stalled. The child ignores Ctrl-C (the build decides when it ends) and
+exits when its parent's end of the pipe closes, so a killed build leaves no server behind.
+
+Run as `python -m etl.engine.sail_server`: prints `listening <host> <port>`, then serves until
+its standard input closes.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+READY_PREFIX = "listening "
+START_TIMEOUT_SECONDS = 60.0
+
+
+class ServerStartError(RuntimeError):
+    """The child process did not start a server."""
+
+
+class SailServerProcess:
+    """A Sail Spark Connect server in a child process: its URL, its CPU time, and a kill switch."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        # Sail logs every session start and shutdown at INFO; a user's RUST_LOG still wins.
+        env.setdefault("RUST_LOG", "error")
+        # The child imports etl (the LAION hash UDF runs in the server) from wherever this process does.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "etl.engine.sail_server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=env, text=True)
+        self.host, self.port = self._await_address()
+
+    def _await_address(self) -> tuple[str, int]:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._process.stdout], [], [], 0.5)
+            if ready:
+                line = self._process.stdout.readline()
+                if line.startswith(READY_PREFIX):
+                    host, port = line[len(READY_PREFIX):].split()
+                    return host, int(port)
+                if not line:
+                    break
+            if self._process.poll() is not None:
+                break
+        self.kill()
+        raise ServerStartError(f"the Sail server process did not start within {START_TIMEOUT_SECONDS:.0f} s "
+                               f"(exit code {self._process.returncode})")
+
+    @property
+    def url(self) -> str:
+        return f"sc://{self.host}:{self.port}"
+
+    def connect(self):
+        """A Spark Connect session on this server that gives up on it within seconds once it is gone.
+
+        The client's default policy retries an unreachable server for ten minutes; for a server
+        on this machine that the build killed, that is ten minutes of hanging for nothing.
+        """
+        from pyspark.sql import SparkSession
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        spark = SparkSession.builder.remote(self.url).getOrCreate()
+        spark.client.set_retry_policies([DefaultPolicy(max_retries=4, initial_backoff=50, max_backoff=2000)])
+        return spark
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU time the server has used so far (Linux /proc); None where that cannot be read."""
+        return process_cpu_seconds(self._process.pid)
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Close its standard input (it exits by itself); kill it if it is still there after `grace_seconds`."""
+        if self._process.poll() is None:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+            try:
+                self._process.wait(grace_seconds)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> Optional[float]:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, utime and stime are fields 14 and 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def main() -> None:
+    from pysail.spark import SparkConnectServer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    server.start(background=True)
+    host, port = server.listening_address
+    print(f"{READY_PREFIX}{host} {port}", flush=True)
+    sys.stdin.read()  # until the parent closes the pipe or dies
+    # Nothing of a build lives only in the server (Delta commits are atomic), and a server that
+    # stopped answering may not stop politely either.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""A stalled engine ends the step that waits on it, within the stall limit, instead of hanging.
+
+The stall is real: the Sail server's process is frozen with SIGSTOP while a query waits on it,
+as the hung server of a CI run did (CPU idle, the client's gRPC call waiting in C).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from etl.engine.sail_server import SailServerProcess, process_cpu_seconds
+from etl.engine.stall_watchdog import EngineStalled, StallWatchdog
+
+
+def test_a_quiet_step_is_a_stall_and_a_busy_one_is_not():
+    cpu = {"seconds": 0.0}
+    aborted = threading.Event()
+    watchdog = StallWatchdog(lambda: cpu["seconds"], aborted.set, stall_seconds=1.0, poll_seconds=0.1)
+    try:
+        with watchdog.busy("t: working"):
+            for _ in range(20):  # 2 s of steady CPU: never a stall
+                cpu["seconds"] += 1
+                time.sleep(0.1)
+        assert not aborted.is_set()
+        time.sleep(1.5)  # idle outside a step: not a stall either
+        assert not aborted.is_set()
+        with pytest.raises(EngineStalled, match=r"t: waiting: the engine made no progress for \d+ s"):
+            with watchdog.busy("t: waiting"):
+                assert aborted.wait(10), "the watchdog did not stop a step that made no progress"
+    finally:
+        watchdog.close()
+
+
+def test_a_frozen_server_fails_the_waiting_query_within_the_stall_limit():
+    server = SailServerProcess()
+    spark = server.connect()
+    watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
+                             stall_seconds=3.0, poll_seconds=0.2)
+    try:
+        assert spark.range(10).count() == 10
+        assert process_cpu_seconds(server.pid) is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(EngineStalled, match="count: the engine made no progress"):
+            with watchdog.busy("count"):
+                spark.range(1000).count()
+        assert time.monotonic() - started < 30
+        assert not server.alive()
+    finally:
+        watchdog.close()
+        server.kill()
+        stopper = threading.Thread(target=spark.stop, daemon=True)
+        stopper.start()
+        stopper.join(30)
+        assert not stopper.is_alive(), "SparkSession.stop() blocked on a dead server"
+
+
+def test_the_server_goes_when_its_parent_closes_the_pipe():
+    server = SailServerProcess()
+    server.stop(grace_seconds=20)
+    assert not server.alive()
