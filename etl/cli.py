@@ -267,16 +267,34 @@ def _conclude(outcome) -> int:
 
 def _sql(args, config: Config, submitted: bool) -> int:
     from etl.build.materialise import register_existing_tables
-    from etl.warehouse.query import interactive_prompt, run_query
     from etl.engine.session import open_session
+    from etl.warehouse.meta import register_meta_tables
+    from etl.warehouse.query import interactive_prompt, run_statements
+    from etl.warehouse.read_only_sql import ReadOnlyError, check_read_only, split_statements
 
+    roots = readable_roots(config)
+    if args.query:  # refused before any engine starts
+        try:
+            for statement in split_statements(args.query):
+                check_read_only(statement, roots)
+        except ReadOnlyError as exc:
+            raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted, interactive=args.query is None) as spark:
         register_existing_tables(spark, config)
+        register_meta_tables(spark, config)
         if args.query:
-            print(run_query(spark, args.query, args.limit))
+            print("\n\n".join(run_statements(spark, args.query, args.limit, roots)))
         else:
-            interactive_prompt(spark, args.limit)
+            interactive_prompt(spark, args.limit, roots)
     return EXIT_OK
+
+
+def readable_roots(config: Config) -> list[str]:
+    """What the analyst prompt may read by path: the warehouse, the source and image folders."""
+    from etl.ingest.storage import glob_root
+
+    globs = [g for subset in config.sources for g in (*subset.base, *subset.joined, *subset.aesthetic)]
+    return [config.warehouse, *config.images, *(glob_root(g) for g in globs)]
 
 
 def _tables(config: Config, submitted: bool) -> int:

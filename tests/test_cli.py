@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
 import etl.engine.session
 from etl.cli import main
 from etl.project.tables import discover_tables
+from conftest import read_delta
 from planted import planted_config, write_planted_sources
 
 TABLE_ROWS = {
@@ -355,6 +357,66 @@ def test_sql_without_a_query_reads_statements_from_stdin(cli, built, monkeypatch
     assert "laion.dms_laion_wide" in out  # the greeting lists the registered tables
     assert "after quit" not in out and "never" not in out
     assert "error:" in err  # the broken statement is reported, the prompt goes on
+
+
+WRITES = [
+    "delete from laion.dms_laion_wide where true",
+    "insert into laion.dms_laion_wide select * from laion.dms_laion_wide",
+    "update laion.dms_laion_wide set text = 'x'",
+    "insert overwrite laion.dms_laion_wide select * from laion.dms_laion_wide",
+    "merge into laion.runs as t using laion.runs as s on t.run_id = s.run_id when matched then delete",
+    "drop table laion.dms_laion_wide",
+    "create table laion.copy as select * from laion.dms_laion_wide",
+    "with w as (select * from laion.dms_laion_wide) insert into laion.dms_laion_wide select * from w",
+    "explain extended delete from laion.dms_laion_wide",
+    "set spark.sql.shuffle.partitions=1",
+    "cache table laion.dms_laion_wide",
+    "select reflect('java.lang.System', 'exit', 0)",
+]
+
+
+@pytest.mark.parametrize("statement", WRITES)
+def test_sql_refuses_anything_but_reads_before_it_runs(cli, built, statement):
+    config, warehouse = built
+    before = DeltaTable(str(warehouse / "dms" / "dms_laion_wide")).version()
+    code, out, err = cli("sql", "--config", config, f"select 1; {statement}")
+    assert code == 2, err
+    assert [line for line in err.splitlines() if line.strip()] == [err.strip()], err
+    assert err.startswith("laion-etl: error: ") and " refused: " in err and out == ""
+    assert DeltaTable(str(warehouse / "dms" / "dms_laion_wide")).version() == before
+
+
+def test_sql_reads_paths_only_under_the_warehouse_and_the_sources(cli, built, tmp_path):
+    config, warehouse = built
+    stray = tmp_path / "stray.parquet"
+    pq.write_table(pa.table({"secret": [1]}), stray)
+    code, _, err = cli("sql", "--config", config, f"select * from parquet.`{stray}`")
+    assert code == 2 and "reads paths only under the warehouse" in err, err
+    code, _, err = cli("sql", "--config", config, f"select * from delta.`{warehouse}/dms/../../{stray.parent.name}`")
+    assert code == 2 and "reads paths only under the warehouse" in err, err
+    code, out, err = cli("sql", "--config", config, f"select count(*) as n from delta.`{warehouse}/dms/dms_laion_wide`")
+    assert code == 0, err
+    assert out.splitlines()[2].strip() == "6"
+
+
+def test_sql_sees_the_bookkeeping_tables(cli, built):
+    config, _ = built
+    for table in ("runs", "dq_results", "quarantine", "source_files", "table_inputs"):
+        code, out, err = cli("sql", "--config", config, f"select count(*) as n from laion.{table}")
+        assert code == 0, f"{table}: {err}"
+        assert int(out.splitlines()[2]) >= (1 if table != "quarantine" else 0), table
+
+
+def test_the_prompt_refuses_writes_and_runs_several_statements_on_a_line(cli, built, monkeypatch):
+    config, warehouse = built
+    monkeypatch.setattr(sys, "stdin", io.StringIO(
+        "delete from laion.dms_laion_wide where true;\n"
+        "select 'first' as a; select 'second' as b;\n"))
+    code, out, err = cli("sql", "--config", config)
+    assert code == 0, err
+    assert "error: DELETE statements are refused: laion-etl sql only reads" in err
+    assert "first" in out and "second" in out
+    assert read_delta(warehouse / "dms" / "dms_laion_wide").num_rows == 6
 
 
 def test_forced_rebuild_increments_every_version(cli, built_copy):

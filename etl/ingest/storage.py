@@ -80,13 +80,18 @@ def s3_timeout_seconds() -> float:
     return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
 
+def glob_root(pattern: str) -> str:
+    """The folder a glob searches: everything before the segment with its first wildcard."""
+    prefix = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    return prefix.rsplit("/", 1)[0] if prefix != pattern else pattern.rsplit("/", 1)[0]
+
+
 def expand_glob(pattern: str) -> list[str]:
     """Files matching `pattern`, sorted; local patterns return absolute paths."""
     if not pattern.startswith("s3://"):
         return sorted(p for p in local_glob.glob(pattern) if os.path.isfile(p))
     fs, path = filesystem(pattern)
-    prefix = path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
-    root = prefix.rsplit("/", 1)[0]
+    root = glob_root(path)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     return sorted("s3://" + i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path))
 

@@ -1,18 +1,36 @@
-"""Spark SQL for analysts over the registered `laion.*` tables: one query, or a prompt."""
+"""Spark SQL for analysts over the registered `laion.*` tables: statements given, or a prompt.
+
+Every statement passes the read-only check first (etl/warehouse/read_only_sql.py); a refused
+one is one line on stderr and runs nothing.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 from pyspark.errors import PySparkException
 
 from etl.build.summary import format_rows
 from etl.engine.session import engine_step
+from etl.warehouse.read_only_sql import ReadOnlyError, check_read_only, split_statements
+
+
+def run_statements(spark, text: str, limit: int, readable_roots: Sequence[str]) -> list[str]:
+    """Check every statement in `text`, then run them in order; their formatted results."""
+    statements = split_statements(text)
+    for statement in statements:
+        check_read_only(statement, readable_roots)
+    results = []
+    for statement in statements:
+        with engine_step("query"):
+            results.append(run_query(spark, statement, limit))
+    return results
 
 
 def run_query(spark, query: str, limit: int) -> str:
     """Run one statement and format at most `limit` rows (saying when more exist)."""
-    df = spark.sql(query.strip().rstrip(";"))
+    df = spark.sql(query)
     if not df.columns:
         return "ok"
     rows = df.limit(limit + 1).collect()
@@ -21,7 +39,7 @@ def run_query(spark, query: str, limit: int) -> str:
     return f"{text}\n{min(len(rows), limit)} rows{more}"
 
 
-def interactive_prompt(spark, limit: int) -> None:
+def interactive_prompt(spark, limit: int, readable_roots: Sequence[str]) -> None:
     """Read statements ending in ';' until EOF or `quit`; errors are printed, not fatal."""
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -45,7 +63,7 @@ def interactive_prompt(spark, limit: int) -> None:
         statement = "\n".join(buffer)
         buffer = []
         try:
-            with engine_step("query"):
-                print(run_query(spark, statement, limit))
-        except PySparkException as exc:
+            for result in run_statements(spark, statement, limit, readable_roots):
+                print(result)
+        except (ReadOnlyError, PySparkException) as exc:
             print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
