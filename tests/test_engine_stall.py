@@ -36,6 +36,21 @@ def test_a_quiet_step_is_a_stall_and_a_busy_one_is_not():
         watchdog.close()
 
 
+def test_a_step_the_abort_does_not_unblock_is_reported_stuck():
+    stuck = []
+    release = threading.Event()
+    watchdog = StallWatchdog(lambda: 0.0, lambda: None, stall_seconds=0.5, poll_seconds=0.1,
+                             on_stuck=lambda reason: (stuck.append(reason), release.set()),
+                             stuck_after_abort_seconds=0.5)
+    try:
+        with pytest.raises(EngineStalled):
+            with watchdog.busy("t: blocked on a lock"):
+                assert release.wait(10), "on_stuck was not called"
+        assert "t: blocked on a lock" in stuck[0] and "did not end" in stuck[0]
+    finally:
+        watchdog.close()
+
+
 def test_a_frozen_server_fails_the_waiting_query_within_the_stall_limit():
     server = SailServerProcess()
     spark = server.connect()

@@ -56,18 +56,21 @@ def export_s3_settings(config: Config) -> None:
         os.environ["AWS_ALLOW_HTTP"] = "true"
 
 
-def revive_release_pool() -> None:
-    """Work around a pyspark 4.0 Spark Connect race that fails queries at random.
+def keep_release_pool_usable() -> None:
+    """Work around two pyspark 4.0 Spark Connect faults around its process-wide ReleaseExecute pool.
 
-    The pool that sends ReleaseExecute RPCs is one per process, and every session's stop() shuts
-    it down before forgetting it. An iterator finalised by the garbage collector inside that
-    shutdown, or a query that looks the pool up in between, gets a dead pool, and the query fails
-    with "cannot schedule new futures after shutdown" (seen in this project's test runs, where
-    one process opens many sessions). A dead pool is replaced by a fresh one when asked for.
+    Every session's close() shuts that shared pool down (and waits for it). 1. A deadlock: when
+    the garbage collector finalises an old session while this thread is inside the pool's
+    `submit()`, holding the pool's lock, the finaliser's shutdown waits for that same lock
+    forever, CPU idle (a CI run hung so inside a Great Expectations `collect`; the stacks are in
+    tests/test_session.py). 2. A race: a query that looks the pool up while another session stops
+    gets a dead pool and fails with "cannot schedule new futures after shutdown". So the shared
+    pool is never shut down (its idle threads cost nothing and end with the process), and a pool
+    found dead anyway is replaced when asked for.
     """
     from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator as Iterator_
 
-    if getattr(Iterator_, "_revived_by_laion_etl", False):
+    if getattr(Iterator_, "_kept_usable_by_laion_etl", False):
         return
     get_or_create = Iterator_._get_or_create_release_thread_pool.__func__
 
@@ -81,7 +84,8 @@ def revive_release_pool() -> None:
         return pool
 
     Iterator_._get_or_create_release_thread_pool = classmethod(get_live_pool)
-    Iterator_._revived_by_laion_etl = True
+    Iterator_.shutdown = classmethod(lambda cls: None)
+    Iterator_._kept_usable_by_laion_etl = True
 
 
 def local_cores() -> int:
@@ -116,7 +120,7 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
     engine = "spark" if submitted else config.engine
     server = None
     if engine != "spark":
-        revive_release_pool()
+        keep_release_pool_usable()
     if engine == "sail":
         server = SailServerProcess()
         log.info("sail: Spark Connect server on %s:%s (pid %s)", server.host, server.port, server.pid)
@@ -126,7 +130,7 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
             server.kill()
             raise
         _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
-                                  config.engine_stall_seconds)
+                                  config.engine_stall_seconds, on_stuck=_exit_stuck)
     elif engine == "spark":
         spark = _jvm_session(config, submitted)
     else:
@@ -149,6 +153,15 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
         _stop_within(spark, SESSION_STOP_SECONDS)
         if server is not None:
             server.stop()
+
+
+def _exit_stuck(reason: str) -> None:
+    """The last resort for a step that a killed engine did not unblock: every stack, then exit 1."""
+    import faulthandler
+
+    print(f"laion-etl: failed: {reason}; exiting (the stacks follow)", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    os._exit(1)
 
 
 def _stop_within(spark, seconds: float) -> None:

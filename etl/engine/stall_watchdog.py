@@ -4,7 +4,9 @@ A step (a table's write, its checks, an export) runs inside `watchdog.busy("<tab
 While one is running, a thread samples the CPU time of this process and of the engine's server:
 when neither has moved for `stall_seconds`, the engine is taken to have stopped answering and its
 server is killed, so the call waiting on it fails at once; `busy` turns that failure into an
-`EngineStalled` error naming the step and how long nothing happened. Idle time outside a step
+`EngineStalled` error naming the step and how long nothing happened. Should the step still not
+end (a thread blocked on a lock in this process, not on the engine), `on_stuck` is called after
+`STUCK_AFTER_ABORT_SECONDS`: the build's last resort is to print every stack and exit 1. Idle time outside a step
 (a prompt waiting for its user) is never a stall. Time spent waiting on object-store retries is
 idle too, so the default (300 s) is longer than their longest backoff (3 minutes).
 """
@@ -20,6 +22,7 @@ from typing import Callable, Iterator, Optional
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_SECONDS = 300.0
+STUCK_AFTER_ABORT_SECONDS = 60.0
 _CPU_EPSILON = 0.05  # seconds of CPU that count as activity between two samples
 
 
@@ -31,9 +34,13 @@ class StallWatchdog:
     """Watches `cpu_seconds()` (engine + this process) while a step runs; calls `abort()` on a stall."""
 
     def __init__(self, cpu_seconds: Callable[[], float], abort: Callable[[], None],
-                 stall_seconds: float = DEFAULT_STALL_SECONDS, poll_seconds: Optional[float] = None) -> None:
+                 stall_seconds: float = DEFAULT_STALL_SECONDS, poll_seconds: Optional[float] = None,
+                 on_stuck: Optional[Callable[[str], None]] = None,
+                 stuck_after_abort_seconds: float = STUCK_AFTER_ABORT_SECONDS) -> None:
         self._cpu_seconds = cpu_seconds
         self._abort = abort
+        self._on_stuck = on_stuck
+        self._stuck_after = stuck_after_abort_seconds
         self.stall_seconds = stall_seconds
         self._poll = poll_seconds or max(0.2, min(5.0, stall_seconds / 10))
         self._lock = threading.Lock()
@@ -81,4 +88,13 @@ class StallWatchdog:
                                  f"(stall limit {self.stall_seconds:.0f} s); it was stopped")
                 log.error("%s", self._stalled)
                 self._abort()
+                self._await_step_end(step)
                 return
+
+    def _await_step_end(self, step: str) -> None:
+        if self._closed.wait(self._stuck_after) or self._on_stuck is None:
+            return
+        with self._lock:
+            still = self._step == step
+        if still:
+            self._on_stuck(f"{self._stalled}, and the step did not end {self._stuck_after:.0f} s later")
