@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from conftest import build_synthetic, assert_same_rows, read_delta
 from etl.engine.hashing import laion_hashes
-from planted import planted_config, write_planted_sources
+from helpers import assert_same_rows, build_synthetic, read_delta, runs, write_planted_project
 
 SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
 
@@ -24,10 +23,6 @@ def results(warehouse: Path, run_id: str | None = None) -> dict[tuple[str, str],
     rows = read_delta(warehouse / "meta/dq_results").to_pylist()
     run_id = run_id or max(r["run_id"] for r in rows)
     return {(r["table_name"], r["rule_id"]): r for r in rows if r["run_id"] == run_id}
-
-
-def runs(warehouse: Path) -> list[dict]:
-    return sorted(read_delta(warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
 
 
 def duplicate_figures(keys) -> tuple[int, int]:
@@ -122,15 +117,8 @@ def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
     assert code == 2 and "--tables: unknown table 'nope'" in err
 
 
-def _planted(tmp_path: Path, extra_config: str = "") -> Path:
-    write_planted_sources(tmp_path / "sources")
-    config = tmp_path / "planted.yaml"
-    config.write_text(planted_config(tmp_path / "sources", tmp_path / "warehouse") + extra_config)
-    return config
-
-
 def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, run_cli):
-    config = _planted(tmp_path)
+    config = write_planted_project(tmp_path)
     assert run_cli("build", "--config", str(config))[0] == 0
     joined_path, wide_path = tmp_path / "warehouse/ods/ods_laion_joined", tmp_path / "warehouse/dms/dms_laion_wide"
     before, joined_version, wide_version = read_delta(joined_path), DeltaTable(str(joined_path)).version(), \
@@ -155,7 +143,7 @@ def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, 
 
 def test_configured_duplicate_threshold_blocks_a_first_publish(tmp_path, run_cli):
     override = "dq:\n  rules:\n    ods_laion_base.duplicate_hash_per_subset: {severity: fail, max_unexpected: 0}\n"
-    config = _planted(tmp_path, override)
+    config = write_planted_project(tmp_path, extra=override)
     code, _, err = run_cli("build", "--config", str(config))
     assert code == 1 and "ods_laion_base: rule duplicate_hash_per_subset broke" in err
     assert "the new table was removed" in err
@@ -175,7 +163,7 @@ def _write_bad_base_files(sources: Path) -> None:
 
 
 def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, run_cli):
-    config = _planted(tmp_path)
+    config = write_planted_project(tmp_path)
     _write_bad_base_files(tmp_path / "sources")
 
     assert run_cli("build", "--config", str(config))[0] == 0
@@ -203,7 +191,7 @@ def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, 
 
 
 def test_a_sharp_drop_in_image_coverage_warns(tmp_path, run_cli):
-    config = _planted(tmp_path)
+    config = write_planted_project(tmp_path)
     assert run_cli("build", "--config", str(config))[0] == 0
     first = results(tmp_path / "warehouse")[("dms_laion_wide", "image_coverage")]
     assert first["status"] == "pass" and json.loads(first["observed_value"]) == pytest.approx(1 / 6)

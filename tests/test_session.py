@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator
 
-from conftest import demo_config
 from etl.project.config import load_config
 from etl.engine.session import open_session
+from helpers import demo_config
 
 
 def test_a_dead_release_pool_does_not_fail_the_next_query(tmp_path):
