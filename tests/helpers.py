@@ -1,14 +1,17 @@
 """Shared test helpers: configs over test sources, tables read back independently, row-set
-comparison, the CLI's one-line errors, the runs table. Fixtures and hooks live in conftest.py."""
+comparison, the CLI's one-line errors, the runs table, HTML pages as a small DOM. Fixtures and
+hooks live in conftest.py."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections import Counter
 from contextlib import contextmanager
 from functools import cache
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
@@ -156,3 +159,82 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- HTML pages (the data-quality report) as a small DOM, to find elements by tag, class and attribute
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Node:
+    def __init__(self, tag, attrs, parent=None):
+        self.tag, self.attrs, self.parent = tag, dict(attrs), parent
+        self.content = []  # text and child nodes, in document order
+
+    @property
+    def classes(self) -> set:
+        return set((self.attrs.get("class") or "").split())
+
+    @property
+    def children(self) -> list:
+        return [part for part in self.content if isinstance(part, Node)]
+
+    def text(self) -> str:
+        return "".join(part if isinstance(part, str) else part.text() for part in self.content)
+
+    def iter(self):
+        for child in self.children:
+            yield child
+            yield from child.iter()
+
+    def find_all(self, tag=None, cls=None, **attrs):
+        attrs = {key.replace("_", "-"): value for key, value in attrs.items()}
+        return [node for node in self.iter()
+                if (tag is None or node.tag == tag) and (cls is None or set(cls.split()) <= node.classes)
+                and all(node.attrs.get(key) == value for key, value in attrs.items())]
+
+    def find(self, tag=None, cls=None, **attrs):
+        found = self.find_all(tag, cls, **attrs)
+        assert found, f"no <{tag or '*'} class={cls!r} {attrs}> on the page"
+        return found[0]
+
+
+class _Builder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Node("#document", {})
+        self.order = []  # (tag, id) of every element, in document order
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, attrs, self.current)
+        self.current.content.append(node)
+        self.order.append(node)
+        if tag not in VOID:
+            self.current = node
+
+    def handle_startendtag(self, tag, attrs):
+        node = Node(tag, attrs, self.current)
+        self.current.content.append(node)
+        self.order.append(node)
+
+    def handle_endtag(self, tag):
+        node = self.current
+        while node is not self.root and node.tag != tag:
+            node = node.parent
+        if node is not self.root:
+            self.current = node.parent
+
+    def handle_data(self, data):
+        self.current.content.append(data)
+
+
+def parse(html: str) -> _Builder:
+    builder = _Builder()
+    builder.feed(html)
+    builder.close()
+    return builder
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()

@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from etl.engine.hashing import laion_hashes
-from helpers import assert_same_rows, build_synthetic, read_delta, runs, write_planted_project
+from helpers import assert_same_rows, build_synthetic, parse, read_delta, runs, write_planted_project
 
 SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
 
@@ -95,15 +95,40 @@ def test_schema_and_reconciliation_rules_ran_and_passed(synth_run):
     assert found[("dmd_image_path_suffix_aesthetics", "one_row_per_base_row")]["status"] == "pass"
 
 
+def report(run: dict):
+    """The run's HTML report, parsed: read through its data-* hooks, never as text."""
+    return parse(Path(run["report_path"]).read_text(encoding="utf-8")).root
+
+
+def rule_row(page, table: str, rule_id: str):
+    return page.find("section", cls="table-section", data_table=table).find("tr", cls="rule", data_rule_id=rule_id)
+
+
 def test_report_shows_verdict_and_planted_figures(synth_run):
     root, _, _ = synth_run
     run = runs(root / "warehouse")[-1]
     html = Path(run["report_path"]).read_text(encoding="utf-8")
     assert Path(run["report_path"]).parent.joinpath("latest.html").read_text(encoding="utf-8") == html
-    details = json.loads(results(root / "warehouse")[("ods_laion_base", "duplicate_sample_id")]["details"])
-    assert "WARN" in html[: html.index("dms_laion_wide")]
-    assert f"{details['duplicated_values']:,}" in html or str(details["duplicated_values"]) in html
-    assert "<svg" in html and run["run_id"] in html
+    page = report(run)
+    verdict = page.find(id="verdict")
+    assert (verdict.attrs["data-verdict"], verdict.attrs["data-run-id"]) == ("warn", run["run_id"])
+    found = results(root / "warehouse", run["run_id"])
+    for (table, rule_id), result in found.items():
+        row = rule_row(page, table, rule_id)
+        unexpected = None if result["unexpected_count"] is None else str(result["unexpected_count"])
+        assert (row.attrs["data-status"], row.attrs.get("data-unexpected")) == (result["status"], unexpected), \
+            (table, rule_id)
+    details = json.loads(found[("ods_laion_base", "duplicate_sample_id")]["details"])
+    figures = page.find("section", data_table="ods_laion_base").find(
+        "tr", cls="rule-extra", data_rule_id="duplicate_sample_id").find("p", cls="dup-figures")
+    assert (figures.attrs["data-duplicated-values"], figures.attrs["data-rows-involved"]) == \
+        (str(details["duplicated_values"]), str(details["rows_involved"]))
+    wide = page.find("section", cls="table-section", data_table="dms_laion_wide")
+    wide_rows = read_delta(root / "warehouse/dms/dms_laion_wide").num_rows
+    assert wide.find("dd", cls="rows").attrs["data-rows"] == str(wide_rows)
+    plots = wide.find_all("figure", cls="plot histogram")
+    assert [f.attrs["data-column"] for f in plots] == ["aesthetic_score", "punsafe", "pwatermark", "similarity"]
+    assert all(f.find("svg") for f in plots)
 
 
 def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
@@ -138,7 +163,10 @@ def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, 
     assert DeltaTable(str(wide_path)).version() == wide_version
     run = runs(tmp_path / "warehouse")[-1]
     assert run["status"] == "failed" and json.loads(run["rolled_back"]) == {"ods_laion_joined": joined_version}
-    assert "punsafe_in_unit_range" in Path(run["report_path"]).read_text(encoding="utf-8")
+    page = report(run)
+    assert page.find(id="verdict").attrs["data-verdict"] == "fail"
+    broken = rule_row(page, "ods_laion_joined", "punsafe_in_unit_range")
+    assert (broken.attrs["data-status"], broken.attrs["data-unexpected"]) == ("fail", "1")
 
 
 def test_configured_duplicate_threshold_blocks_a_first_publish(tmp_path, run_cli):
@@ -187,7 +215,9 @@ def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, 
     assert len(read_delta(tmp_path / "warehouse/meta/quarantine")) == len(quarantine)
     run = runs(tmp_path / "warehouse")[-1]
     assert run["quarantined_rows"] == 5
-    assert "file lacks required column url" in Path(run["report_path"]).read_text(encoding="utf-8")
+    shown = [row.attrs for row in report(run).find(id="quarantine").find_all("tr") if "data-reason" in row.attrs]
+    assert {row["data-reason"]: row["data-rows"] for row in shown} == {
+        "url is null": "1", "url is empty": "1", "width is not a valid int": "1", "file lacks required column url": "2"}
 
 
 def test_a_sharp_drop_in_image_coverage_warns(tmp_path, run_cli):
