@@ -68,9 +68,10 @@ def test_spark_submit_dq_job_validates_the_parquet_tables(both_engines):
     root, _ = both_engines
     result = spark_submit("--config", str(root / "jvm.yaml"), "--tables", "dms_laion_wide", job="dq.py")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "verdict: PASS" in result.stdout or "verdict: WARN" in result.stdout
+    # Every rule of the planted wide table holds (the build's warnings are all on ODS tables).
+    assert "verdict: PASS" in result.stdout
     jvm_runs = runs(root / "jvm_warehouse", fmt="parquet")
-    assert [r["command"] for r in jvm_runs] == ["build", "dq"]
+    assert [(r["command"], r["verdict"]) for r in jvm_runs] == [("build", "warn"), ("dq", "pass")]
     assert Path(jvm_runs[-1]["report_path"]).is_file()
 
 
