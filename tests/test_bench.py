@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from helpers import REPO
 
 BENCH = REPO / "bench" / "run.py"
 ODS_DMD_DMS = {"ods_image_index", "ods_laion_base", "ods_laion_joined", "ods_laion_aesthetic",

@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 import etl.engine.session
 from etl.cli import main
 from etl.project.tables import discover_tables
-from conftest import read_delta
+from helpers import one_line, read_delta
 from planted import planted_config, write_planted_sources
 
 TABLE_ROWS = {
@@ -69,10 +69,9 @@ def assert_one_error_line(err: str, prefix: str = "laion-etl: error: ") -> str:
 def assert_one_failure_line(err: str) -> str:
     """Exit-1 failures: exactly one `laion-etl: failed:` line (log lines may precede it), no traceback."""
     assert "Traceback" not in err
-    failures = [line for line in err.splitlines() if line.startswith("laion-etl:")]
-    assert len(failures) == 1, err
-    assert failures[0].startswith("laion-etl: failed: ")
-    return failures[0]
+    failure = one_line(err)
+    assert failure.startswith("laion-etl: failed: ")
+    return failure
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from conftest import assert_same_rows, read_delta
 from etl.cli import main
-from planted import WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
+from helpers import assert_same_rows, read_delta, write_planted_project
+from planted import WIDE_SCHEMA, expected_wide_rows
 
 
 @pytest.fixture
@@ -22,10 +22,7 @@ def remote_endpoint():
 
 
 def test_build_through_a_remote_spark_connect_endpoint(tmp_path, remote_endpoint):
-    write_planted_sources(tmp_path / "sources")
-    config = tmp_path / "connect.yaml"
-    config.write_text(planted_config(tmp_path / "sources", tmp_path / "warehouse", engine="connect")
-                      + f"connect_url: {remote_endpoint}\n")
+    config = write_planted_project(tmp_path, name="connect", engine="connect", extra=f"connect_url: {remote_endpoint}\n")
     assert main(["build", "--config", str(config)]) == 0
     wide = read_delta(tmp_path / "warehouse/dms/dms_laion_wide")
     expected = pa.Table.from_pylist(expected_wide_rows(tmp_path / "sources"), schema=WIDE_SCHEMA)

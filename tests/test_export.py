@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from conftest import build_synthetic, read_delta
 from etl.cli import main
+from helpers import build_synthetic, read_delta
 
 SD2 = "language = 'en' and aesthetic_score >= 4.5 and punsafe <= 0.98 and width >= 512 and height >= 512"
 

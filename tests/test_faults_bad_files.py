@@ -11,10 +11,10 @@ import shutil
 
 import pytest
 
-from conftest import assert_same_rows, read_delta
 from etl.cli import main
 from etl.project.tables import discover_tables
-from planted import planted_config, write_planted_sources
+from helpers import assert_same_rows, committed, one_line, read_delta, runs, table_dir, write_planted_config
+from planted import write_planted_sources
 
 TABLES = {t.name: t for t in discover_tables()}
 BASE_PART = "laion2B-en/part-00000.parquet"
@@ -52,15 +52,7 @@ BAD_FILES = {"zero_bytes": zero_bytes, "truncated": truncated, "corrupt_footer":
 
 
 def config_for(root, warehouse, policy):
-    path = root / f"{warehouse.name}.yaml"
-    path.write_text(planted_config(root / "sources", warehouse) + f"on_bad_file: {policy}\n")
-    return path
-
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith("laion-etl:")]
-    assert len(lines) == 1, err
-    return lines[0]
+    return write_planted_config(root, warehouse, name=warehouse.name, extra=f"on_bad_file: {policy}\n")
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_FILES))
@@ -77,7 +69,7 @@ def test_bad_file_stops_the_build_by_default_naming_file_and_reason(tmp_path, ru
     refused = read_delta(warehouse / "meta/source_files").to_pylist()
     assert [(r["path"], r["status"], r["table_name"]) for r in refused] == [(str(path), "refused", "ods_laion_base")]
     assert reason in refused[0]["reason"]
-    run = read_delta(warehouse / "meta/runs").to_pylist()[-1]
+    run = runs(warehouse)[-1]
     assert run["status"] == "failed" and str(path) in run["message"]
     results = [r for r in read_delta(warehouse / "meta/dq_results").to_pylist() if r["rule_id"] == "source_files_readable"]
     assert [(r["table_name"], r["status"]) for r in results] == [("ods_laion_base", "fail")]
@@ -98,8 +90,7 @@ def test_bad_file_is_skipped_under_skip_and_the_rest_is_built(tmp_path, run_cli,
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(str(path) in w and reason in w for w in warnings), warnings
     for name in TABLES:
-        assert_same_rows(read_delta(warehouse / TABLES[name].layer / name),
-                         read_delta(clean_build / TABLES[name].layer / name))
+        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(clean_build, name)))
     files = read_delta(warehouse / "meta/source_files").to_pylist()
     refused = [r for r in files if r["status"] == "refused"]
     assert [(r["path"], r["table_name"]) for r in refused] == [(str(path), "ods_laion_base")]
@@ -129,10 +120,6 @@ def test_on_bad_file_must_be_fail_or_skip(tmp_path, run_cli):
     code, _, err = run_cli("build", "--config", str(config_for(tmp_path, tmp_path / "warehouse", "ignore")))
     assert code == 2
     assert "on_bad_file" in one_line(err)
-
-
-def committed(warehouse, name) -> bool:
-    return any((warehouse / TABLES[name].layer / name / "_delta_log").glob("*.json"))
 
 
 def test_an_unreachable_store_fails_the_run_instead_of_refusing_the_file(tmp_path, monkeypatch):

@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_same_rows, read_delta
 from etl import laion_hash
 from etl.ingest.storage import read_footer
-from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
+from helpers import assert_same_rows, one_line, read_delta, runs, write_planted_project
+from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows
 
 FAMILY_FOLDERS = {
     "base": ("laion2B-en", "laion1B-nolang"),
@@ -136,11 +136,8 @@ class Planted:
 
 @pytest.fixture
 def planted(tmp_path) -> Planted:
-    sources, warehouse = tmp_path / "sources", tmp_path / "warehouse"
-    write_planted_sources(sources)
-    config = tmp_path / "planted.yaml"
-    config.write_text(planted_config(sources, warehouse))
-    return Planted(sources, warehouse, config)
+    config = write_planted_project(tmp_path)
+    return Planted(tmp_path / "sources", tmp_path / "warehouse", config)
 
 
 def build_ok(planted: Planted, run_cli) -> str:
@@ -151,9 +148,8 @@ def build_ok(planted: Planted, run_cli) -> str:
 
 def assert_one_line_failure(code: int, err: str, expected: str) -> None:
     """Exit 1 and the error is one line, no traceback."""
-    lines = [line for line in err.strip().splitlines() if line.startswith("laion-etl:")]
     assert code == 1
-    assert lines == [expected], err
+    assert one_line(err) == expected, err
     assert "Traceback" not in err
 
 
@@ -373,7 +369,7 @@ def test_a_string_column_holding_bytes_that_are_not_utf8_fails_naming_the_file(p
     message = (f"{path}: string column TEXT holds bytes that are not valid UTF-8, which the engine cannot read "
                f"(store the column as binary to quarantine those rows, or fix the file)")
     assert_one_line_failure(code, err, f"laion-etl: failed: {message}")
-    run = max(read_delta(planted.warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
+    run = runs(planted.warehouse)[-1]
     assert (run["status"], run["message"]) == ("failed", message)
 
 
@@ -433,5 +429,5 @@ def test_a_corrupt_data_page_fails_the_build_naming_the_file(planted, run_cli):
 
     message = f"{path}: cannot be decoded (Corrupt snappy compressed data.)"
     assert_one_line_failure(code, err, f"laion-etl: failed: {message}")
-    run = max(read_delta(planted.warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
+    run = runs(planted.warehouse)[-1]
     assert (run["status"], run["message"]) == ("failed", message)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_same_rows, read_delta
 from etl.project.config import ConfigError, load_config, parse_config
 from etl.warehouse.lock import LOCK_FILE, LockError, LockOwner, acquire, lock_store, warehouse_lock
 from etl.project.tables import discover_tables
-from planted import planted_config, write_planted_sources
+from helpers import REPO, assert_same_rows, one_line, read_delta, runs, write_planted_config
+from planted import write_planted_sources
 
 HOST = socket.gethostname()
 
@@ -298,12 +298,6 @@ def planted(tmp_path_factory):
     return root
 
 
-def write_config(root: Path, name: str) -> Path:
-    path = root / f"{name}.yaml"
-    path.write_text(planted_config(root / "sources", root / name))
-    return path
-
-
 def start_build(config: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen([sys.executable, "-m", "etl.cli", "build", "--config", str(config)], cwd=REPO, env=env,
@@ -322,7 +316,7 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def single_build(planted):
-    process = start_build(write_config(planted, "single"))
+    process = start_build(write_planted_config(planted, planted / "single", name="single"))
     code, err = finish(process)
     assert code == 0, err
     return planted / "single"
@@ -334,7 +328,7 @@ def assert_same_tables(actual: Path, expected: Path) -> None:
 
 
 def test_two_builds_at_once_one_builds_the_other_fails_fast(planted, single_build):
-    config = write_config(planted, "contested")
+    config = write_planted_config(planted, planted / "contested", name="contested")
     first, second = start_build(config), start_build(config)
     ended = {}
     # Poll both: whichever ends first ends while the other still runs.
@@ -348,18 +342,18 @@ def test_two_builds_at_once_one_builds_the_other_fails_fast(planted, single_buil
     (_, loser_err, loser_end), = [v for v in ended.values() if v[0] == 1]
     (_, _, winner_end), = [v for v in ended.values() if v[0] == 0]
     assert loser_end < winner_end  # it did not wait for the winner
-    failure = [line for line in loser_err.splitlines() if line.startswith("laion-etl: failed:")]
-    assert len(failure) == 1, loser_err
-    assert f"warehouse {planted / 'contested'} is locked by build run " in failure[0]
-    assert f"wait, or remove {planted / 'contested' / 'meta' / LOCK_FILE} if that run is dead" in failure[0]
+    failure = one_line(loser_err)
+    assert failure.startswith("laion-etl: failed:")
+    assert f"warehouse {planted / 'contested'} is locked by build run " in failure
+    assert f"wait, or remove {planted / 'contested' / 'meta' / LOCK_FILE} if that run is dead" in failure
     assert_same_tables(planted / "contested", single_build)
-    runs = read_delta(planted / "contested" / "meta" / "runs").to_pylist()
-    assert [(r["command"], r["status"]) for r in runs] == [("build", "succeeded")]  # the loser recorded nothing
+    recorded = [(r["command"], r["status"]) for r in runs(planted / "contested")]
+    assert recorded == [("build", "succeeded")]  # the loser recorded nothing
     assert not (planted / "contested" / "meta" / LOCK_FILE).exists()
 
 
 def test_lock_left_by_a_killed_build_is_taken_over_by_the_next(planted, single_build):
-    config = write_config(planted, "killed")
+    config = write_planted_config(planted, planted / "killed", name="killed")
     lock = planted / "killed" / "meta" / LOCK_FILE
     victim = start_build(config)
     deadline = time.monotonic() + 300

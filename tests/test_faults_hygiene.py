@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO
 from etl.project.config import ConfigError, load_config
 from etl.export.filters import FilterError, load_presets, resolve_filter, validate_predicate, wide_table_columns
+from helpers import REPO, write_planted_project
 from planted import planted_config, write_planted_sources
 
 ACCESS_KEY_ID = "AKIDMARKER" + secrets.token_hex(5).upper()
@@ -233,10 +233,7 @@ def test_table_names_from_sql_files_are_checked(tmp_path, monkeypatch, stem):
 @pytest.fixture
 def cli_config(tmp_path):
     """A valid config whose sources exist; nothing is built (refusals come before any work)."""
-    write_planted_sources(tmp_path / "sources")
-    path = tmp_path / "config.yaml"
-    path.write_text(planted_config(tmp_path / "sources", tmp_path / "wh"))
-    return path
+    return write_planted_project(tmp_path, tmp_path / "wh", name="config")
 
 
 @pytest.mark.parametrize("option, value, message", [

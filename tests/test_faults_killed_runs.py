@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from conftest import REPO, assert_same_rows, demo_config, read_delta
 from etl.cli import main
 from etl.project.tables import discover_tables
 from etl.synth import generate
+from helpers import REPO, assert_same_rows, committed, demo_config, read_delta, runs, table_dir
 
 TABLES = {t.name: t for t in discover_tables()}
 ROWS = 150_000
@@ -43,14 +43,6 @@ def reference(sources):
     config = demo_config(sources / "sources", sources / "reference", sources / "reference.yaml", with_images=False)
     assert main(["-q", "build", "--config", str(config)]) == 0
     return sources / "reference"
-
-
-def table_dir(warehouse: Path, name: str) -> Path:
-    return warehouse / TABLES[name].layer / name
-
-
-def committed(warehouse: Path, name: str) -> bool:
-    return any((table_dir(warehouse, name) / "_delta_log").glob("*.json"))
 
 
 def has_data_files(warehouse: Path, name: str) -> bool:
@@ -77,10 +69,6 @@ def kill_when(command: list[str], condition, timeout: float = 300) -> None:
 
 def build_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "etl.cli", "-q", "build", "--config", str(config)]
-
-
-def runs(warehouse: Path) -> list[dict]:
-    return sorted(read_delta(warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
 
 
 @pytest.mark.parametrize("kill_point", ["mid_ods_write", "between_layers", "mid_dms_write"])

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from conftest import assert_same_rows
 from etl.cli import main
 from etl.project.config import ConfigError, load_config
 from etl.project.tables import discover_tables
 from faultproxy import FORWARD, STALL, FaultProxy, Rule
+from helpers import assert_same_rows, one_line
 from planted import expected_wide_rows, planted_config, write_planted_sources
 
 BUCKET = "lake"
@@ -136,12 +136,6 @@ def assert_gave_up_early(proxy: FaultProxy, rule: Rule) -> None:
     stalled = proxy.faulted(rule)[0]
     retried = next(s for s in seen if s.at > stalled.at)
     assert retried.at - stalled.at < STALL_SECONDS / 2, f"{rule.agent} waited out the stall: {seen}"
-
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith("laion-etl:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # --- (a) transient faults: retried, same table ---------------------------------------------------

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import serve_folder
 from etl.engine.hashing import laion_hash
 from etl.ingest.images import (
     IMAGE_SUFFIXES,
@@ -30,6 +29,7 @@ from etl.ingest.images import (
     read_shard_index,
     sniff_image_suffix,
 )
+from helpers import serve_folder
 
 
 def pillow_image(pillow_format: str) -> bytes:

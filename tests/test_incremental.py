@@ -16,32 +16,27 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from conftest import assert_same_rows, read_delta
 from etl.cli import main
 from etl.project.tables import discover_tables
-from planted import planted_config, write_planted_sources
+from helpers import assert_same_rows, read_delta, runs, table_dir, write_planted_config
+from planted import write_planted_sources
 
 TABLES = {t.name: t for t in discover_tables()}
 EN, NOLANG = "laion2B-en", "laion1B-nolang"
 
 
-def table_path(warehouse, name):
-    return warehouse / TABLES[name].layer / name
-
-
 def build(root, warehouse, *args):
-    config = root / f"{warehouse.name}.yaml"
-    config.write_text(planted_config(root / "sources", warehouse))
+    config = write_planted_config(root, warehouse, name=warehouse.name)
     assert main(["-q", "build", "--config", str(config), *args]) == 0
     return config
 
 
 def versions(warehouse) -> dict[str, int]:
-    return {name: DeltaTable(str(table_path(warehouse, name))).version() for name in TABLES}
+    return {name: DeltaTable(str(table_dir(warehouse, name))).version() for name in TABLES}
 
 
 def files_by_subset(warehouse, name) -> dict[str, set[str]]:
-    actions = pa.table(DeltaTable(str(table_path(warehouse, name))).get_add_actions(flatten=True)).to_pylist()
+    actions = pa.table(DeltaTable(str(table_dir(warehouse, name))).get_add_actions(flatten=True)).to_pylist()
     found: dict[str, set[str]] = {}
     for action in actions:
         found.setdefault(action.get("partition.subset", "*"), set()).add(action["path"])
@@ -53,7 +48,7 @@ def assert_equals_full_build(root, warehouse) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     build(root, fresh)
     for name in TABLES:
-        assert_same_rows(read_delta(table_path(warehouse, name)), read_delta(table_path(fresh, name)))
+        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(fresh, name)))
 
 
 @pytest.fixture
@@ -78,8 +73,8 @@ def test_unchanged_inputs_rebuild_nothing(planted, capsys):
     assert "0 tables built (6 unchanged, skipped)" in capsys.readouterr().out
     assert versions(warehouse) == before
     assert read_delta(warehouse / "meta/table_inputs").num_rows == inputs_before
-    runs = sorted(read_delta(warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
-    assert runs[-1]["status"] == "succeeded" and runs[-1]["published"] == "{}"
+    last_run = runs(warehouse)[-1]
+    assert last_run["status"] == "succeeded" and last_run["published"] == "{}"
 
     assert main(["-q", "build", "--config", str(config), "--force"]) == 0
     assert versions(warehouse) == {name: version + 1 for name, version in before.items()}
@@ -102,7 +97,7 @@ def test_changed_part_file_rebuilds_only_its_subset_and_downstream(planted):
         after = files_by_subset(warehouse, name)
         assert after[EN] == before_files[name][EN], f"{name}: the unchanged subset was rewritten"
         assert after[NOLANG] != before_files[name][NOLANG], f"{name}: the changed subset was not rewritten"
-    wide = read_delta(table_path(warehouse, "dms_laion_wide")).to_pylist()
+    wide = read_delta(table_dir(warehouse, "dms_laion_wide")).to_pylist()
     assert {r["license"] for r in wide if r["subset"] == NOLANG} == {"cc0"}
     assert_equals_full_build(root, warehouse)
 
@@ -118,7 +113,7 @@ def test_added_part_file_rebuilds_its_subset(planted):
 
     after = versions(warehouse)
     assert {n for n in TABLES if after[n] != before[n]} == {"ods_laion_joined", "dms_laion_wide"}
-    urls = read_delta(table_path(warehouse, "dms_laion_wide")).column("url").to_pylist()
+    urls = read_delta(table_dir(warehouse, "dms_laion_wide")).column("url").to_pylist()
     assert "http://new.example/x.jpg" in urls
     assert_equals_full_build(root, warehouse)
 
@@ -130,7 +125,7 @@ def test_removed_part_file_removes_its_rows(planted):
     (base / "part-00001.parquet").unlink()
     build(root, warehouse)
 
-    ods_urls = read_delta(table_path(warehouse, "ods_laion_base")).column("url").to_pylist()
+    ods_urls = read_delta(table_dir(warehouse, "ods_laion_base")).column("url").to_pylist()
     assert ods_urls.count(removed[0]) == 1  # D is also in part-00000; E only in the removed file
     assert removed[1] not in ods_urls
     files = read_delta(warehouse / "meta/source_files").to_pylist()

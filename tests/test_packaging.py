@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_delta
+from helpers import REPO, read_delta
 
 USER_CONFIG = """\
 warehouse: warehouse

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import assert_same_rows, read_delta
 from etl import laion_hash
 from etl.project.config import load_config
 from etl.project.tables import discover_tables
-from planted import A, B, D, IMAGE_KEY_A, WIDE_SCHEMA, expected_wide_rows, planted_config, write_planted_sources
+from helpers import assert_same_rows, read_delta, write_planted_project
+from planted import A, B, D, IMAGE_KEY_A, WIDE_SCHEMA, expected_wide_rows
 
 
 
@@ -19,9 +19,7 @@ def planted_build(tmp_path_factory):
     from etl.cli import main
 
     root = tmp_path_factory.mktemp("planted")
-    write_planted_sources(root / "sources")
-    config = root / "planted.yaml"
-    config.write_text(planted_config(root / "sources", root / "warehouse"))
+    config = write_planted_project(root)
     assert main(["build", "--config", str(config)]) == 0
     return root, config
 
@@ -114,14 +112,12 @@ def test_image_downloaded_into_two_folders_gives_one_row_from_the_first_folder(t
 
     from etl.cli import main
 
-    write_planted_sources(tmp_path / "sources")
+    config = write_planted_project(tmp_path)
     shutil.copytree(tmp_path / "sources/images", tmp_path / "sources/images-again")
-    text = planted_config(tmp_path / "sources", tmp_path / "warehouse")
     # Listed second, the folder that sorts first must still win: the order is by folder, not by config.
-    text = text.replace(f"  - {tmp_path / 'sources'}/images\n",
-                        f"  - {tmp_path}/sources/images-again\n  - {tmp_path}/sources/images\n")
+    text = config.read_text().replace(f"  - {tmp_path / 'sources'}/images\n",
+                                      f"  - {tmp_path}/sources/images-again\n  - {tmp_path}/sources/images\n")
     assert "images-again" in text
-    config = tmp_path / "planted.yaml"
     config.write_text(text)
     assert main(["build", "--config", str(config)]) == 0
 

@@ -14,10 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import build_synthetic, REAL_PAIRS, assert_same_rows, demo_config, read_delta
 from etl.cli import main
 from etl.engine.hashing import laion_hashes
 from etl.synth import generate
+from helpers import REAL_PAIRS, assert_same_rows, build_synthetic, demo_config, read_delta
 
 SUFFIX_OF_TYPE = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
 

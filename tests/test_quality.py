@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from conftest import build_synthetic, assert_same_rows, read_delta
 from etl.engine.hashing import laion_hashes
-from planted import planted_config, write_planted_sources
+from helpers import assert_same_rows, build_synthetic, parse, read_delta, runs, write_planted_project
 
 SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
 
@@ -24,10 +23,6 @@ def results(warehouse: Path, run_id: str | None = None) -> dict[tuple[str, str],
     rows = read_delta(warehouse / "meta/dq_results").to_pylist()
     run_id = run_id or max(r["run_id"] for r in rows)
     return {(r["table_name"], r["rule_id"]): r for r in rows if r["run_id"] == run_id}
-
-
-def runs(warehouse: Path) -> list[dict]:
-    return sorted(read_delta(warehouse / "meta/runs").to_pylist(), key=lambda r: r["run_id"])
 
 
 def duplicate_figures(keys) -> tuple[int, int]:
@@ -100,15 +95,40 @@ def test_schema_and_reconciliation_rules_ran_and_passed(synth_run):
     assert found[("dmd_image_path_suffix_aesthetics", "one_row_per_base_row")]["status"] == "pass"
 
 
+def report(run: dict):
+    """The run's HTML report, parsed: read through its data-* hooks, never as text."""
+    return parse(Path(run["report_path"]).read_text(encoding="utf-8")).root
+
+
+def rule_row(page, table: str, rule_id: str):
+    return page.find("section", cls="table-section", data_table=table).find("tr", cls="rule", data_rule_id=rule_id)
+
+
 def test_report_shows_verdict_and_planted_figures(synth_run):
     root, _, _ = synth_run
     run = runs(root / "warehouse")[-1]
     html = Path(run["report_path"]).read_text(encoding="utf-8")
     assert Path(run["report_path"]).parent.joinpath("latest.html").read_text(encoding="utf-8") == html
-    details = json.loads(results(root / "warehouse")[("ods_laion_base", "duplicate_sample_id")]["details"])
-    assert "WARN" in html[: html.index("dms_laion_wide")]
-    assert f"{details['duplicated_values']:,}" in html or str(details["duplicated_values"]) in html
-    assert "<svg" in html and run["run_id"] in html
+    page = report(run)
+    verdict = page.find(id="verdict")
+    assert (verdict.attrs["data-verdict"], verdict.attrs["data-run-id"]) == ("warn", run["run_id"])
+    found = results(root / "warehouse", run["run_id"])
+    for (table, rule_id), result in found.items():
+        row = rule_row(page, table, rule_id)
+        unexpected = None if result["unexpected_count"] is None else str(result["unexpected_count"])
+        assert (row.attrs["data-status"], row.attrs.get("data-unexpected")) == (result["status"], unexpected), \
+            (table, rule_id)
+    details = json.loads(found[("ods_laion_base", "duplicate_sample_id")]["details"])
+    figures = page.find("section", data_table="ods_laion_base").find(
+        "tr", cls="rule-extra", data_rule_id="duplicate_sample_id").find("p", cls="dup-figures")
+    assert (figures.attrs["data-duplicated-values"], figures.attrs["data-rows-involved"]) == \
+        (str(details["duplicated_values"]), str(details["rows_involved"]))
+    wide = page.find("section", cls="table-section", data_table="dms_laion_wide")
+    wide_rows = read_delta(root / "warehouse/dms/dms_laion_wide").num_rows
+    assert wide.find("dd", cls="rows").attrs["data-rows"] == str(wide_rows)
+    plots = wide.find_all("figure", cls="plot histogram")
+    assert [f.attrs["data-column"] for f in plots] == ["aesthetic_score", "punsafe", "pwatermark", "similarity"]
+    assert all(f.find("svg") for f in plots)
 
 
 def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
@@ -122,15 +142,8 @@ def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
     assert code == 2 and "--tables: unknown table 'nope'" in err
 
 
-def _planted(tmp_path: Path, extra_config: str = "") -> Path:
-    write_planted_sources(tmp_path / "sources")
-    config = tmp_path / "planted.yaml"
-    config.write_text(planted_config(tmp_path / "sources", tmp_path / "warehouse") + extra_config)
-    return config
-
-
 def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, run_cli):
-    config = _planted(tmp_path)
+    config = write_planted_project(tmp_path)
     assert run_cli("build", "--config", str(config))[0] == 0
     joined_path, wide_path = tmp_path / "warehouse/ods/ods_laion_joined", tmp_path / "warehouse/dms/dms_laion_wide"
     before, joined_version, wide_version = read_delta(joined_path), DeltaTable(str(joined_path)).version(), \
@@ -150,12 +163,15 @@ def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, 
     assert DeltaTable(str(wide_path)).version() == wide_version
     run = runs(tmp_path / "warehouse")[-1]
     assert run["status"] == "failed" and json.loads(run["rolled_back"]) == {"ods_laion_joined": joined_version}
-    assert "punsafe_in_unit_range" in Path(run["report_path"]).read_text(encoding="utf-8")
+    page = report(run)
+    assert page.find(id="verdict").attrs["data-verdict"] == "fail"
+    broken = rule_row(page, "ods_laion_joined", "punsafe_in_unit_range")
+    assert (broken.attrs["data-status"], broken.attrs["data-unexpected"]) == ("fail", "1")
 
 
 def test_configured_duplicate_threshold_blocks_a_first_publish(tmp_path, run_cli):
     override = "dq:\n  rules:\n    ods_laion_base.duplicate_hash_per_subset: {severity: fail, max_unexpected: 0}\n"
-    config = _planted(tmp_path, override)
+    config = write_planted_project(tmp_path, extra=override)
     code, _, err = run_cli("build", "--config", str(config))
     assert code == 1 and "ods_laion_base: rule duplicate_hash_per_subset broke" in err
     assert "the new table was removed" in err
@@ -175,7 +191,7 @@ def _write_bad_base_files(sources: Path) -> None:
 
 
 def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, run_cli):
-    config = _planted(tmp_path)
+    config = write_planted_project(tmp_path)
     _write_bad_base_files(tmp_path / "sources")
 
     assert run_cli("build", "--config", str(config))[0] == 0
@@ -199,11 +215,13 @@ def test_rejected_rows_are_quarantined_with_reasons_and_counts_add_up(tmp_path, 
     assert len(read_delta(tmp_path / "warehouse/meta/quarantine")) == len(quarantine)
     run = runs(tmp_path / "warehouse")[-1]
     assert run["quarantined_rows"] == 5
-    assert "file lacks required column url" in Path(run["report_path"]).read_text(encoding="utf-8")
+    shown = [row.attrs for row in report(run).find(id="quarantine").find_all("tr") if "data-reason" in row.attrs]
+    assert {row["data-reason"]: row["data-rows"] for row in shown} == {
+        "url is null": "1", "url is empty": "1", "width is not a valid int": "1", "file lacks required column url": "2"}
 
 
 def test_a_sharp_drop_in_image_coverage_warns(tmp_path, run_cli):
-    config = _planted(tmp_path)
+    config = write_planted_project(tmp_path)
     assert run_cli("build", "--config", str(config))[0] == 0
     first = results(tmp_path / "warehouse")[("dms_laion_wide", "image_coverage")]
     assert first["status"] == "pass" and json.loads(first["observed_value"]) == pytest.approx(1 / 6)

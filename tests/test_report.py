@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from etl.quality.plots import coverage_svg, histogram_svg
 from etl.quality.results import CoveragePoint, Histogram, RuleResult, RunQuality, TableQuality
 from etl.quality.report import VERDICT_COLOURS, render_report, write_report
+from helpers import Node, parse, squash
 
 EVIL = '<script>alert("x")</script> & "quotes"'
 DUP_IDS = (4711, 4712, 90001, 123456789012)
@@ -86,85 +86,6 @@ def page(run) -> str:
     return render_report(run)
 
 
-# --- a small DOM, to find elements by tag, class and attribute -----------------------------------
-
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class Node:
-    def __init__(self, tag, attrs, parent=None):
-        self.tag, self.attrs, self.parent = tag, dict(attrs), parent
-        self.content = []  # text and child nodes, in document order
-
-    @property
-    def classes(self) -> set:
-        return set((self.attrs.get("class") or "").split())
-
-    @property
-    def children(self) -> list:
-        return [part for part in self.content if isinstance(part, Node)]
-
-    def text(self) -> str:
-        return "".join(part if isinstance(part, str) else part.text() for part in self.content)
-
-    def iter(self):
-        for child in self.children:
-            yield child
-            yield from child.iter()
-
-    def find_all(self, tag=None, cls=None, **attrs):
-        attrs = {key.replace("_", "-"): value for key, value in attrs.items()}
-        return [node for node in self.iter()
-                if (tag is None or node.tag == tag) and (cls is None or set(cls.split()) <= node.classes)
-                and all(node.attrs.get(key) == value for key, value in attrs.items())]
-
-    def find(self, tag=None, cls=None, **attrs):
-        found = self.find_all(tag, cls, **attrs)
-        assert found, f"no <{tag or '*'} class={cls!r} {attrs}> on the page"
-        return found[0]
-
-
-class _Builder(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = self.current = Node("#document", {})
-        self.order = []  # (tag, id) of every element, in document order
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, attrs, self.current)
-        self.current.content.append(node)
-        self.order.append(node)
-        if tag not in VOID:
-            self.current = node
-
-    def handle_startendtag(self, tag, attrs):
-        node = Node(tag, attrs, self.current)
-        self.current.content.append(node)
-        self.order.append(node)
-
-    def handle_endtag(self, tag):
-        node = self.current
-        while node is not self.root and node.tag != tag:
-            node = node.parent
-        if node is not self.root:
-            self.current = node.parent
-
-    def handle_data(self, data):
-        self.current.content.append(data)
-
-
-def parse(html: str) -> _Builder:
-    builder = _Builder()
-    builder.feed(html)
-    builder.close()
-    return builder
-
-
-def squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def row_text(row: Node) -> str:
     return " ".join(squash(cell.text()) for cell in row.children if cell.tag in {"td", "th"})
 
@@ -178,6 +99,7 @@ def test_verdict_comes_first_with_the_run_facts(page, run):
     assert body_elements[0].attrs.get("id") == "verdict", "the verdict is the first block on the page"
     verdict = dom.root.find(id="verdict")
     assert verdict.attrs["data-verdict"] == "fail" and {"verdict", "fail"} <= verdict.classes
+    assert verdict.attrs["data-run-id"] == run.run_id
     text = squash(verdict.text())
     assert text.startswith("FAIL")
     assert squash(verdict.find("p", cls="verdict-meaning").text()) == \
@@ -215,6 +137,8 @@ def test_rules_duplicates_and_samples(page):
     assert cells[0] == "FAIL" and cells[3].startswith("fail")
     assert squash(broken.find("div", cls="hint").text()) == "blocks publishing"
     assert "{min: -0.5, max: 1.75}" in cells[4] and cells[5] == "31 (0.00314 %)"
+    assert broken.attrs["data-unexpected"] == "31"
+    assert "data-unexpected" not in wide.find("tr", cls="rule", data_rule_id="rows_reconcile").attrs
 
     dup = wide.find("tr", cls="rule warn", data_rule_id="sample_id_unique")
     assert squash(dup.find("td", cls="unexpected").text()) == "25 (0.00253 %)"
@@ -232,6 +156,7 @@ def test_quarantine_coverage_and_plots(page):
     dom = parse(page).root
     quarantine = dom.find(id="quarantine")
     assert row_text(quarantine.find("tr", data_reason="url is null")) == "url is null 3"
+    assert quarantine.find("tr", data_reason="url is null").attrs["data-rows"] == "3"
     assert row_text(quarantine.find("tr", cls="total")) == "total 4"
 
     coverage = dom.find(id="coverage")

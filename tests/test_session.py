@@ -6,9 +6,9 @@ import threading
 
 from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator
 
-from conftest import demo_config
 from etl.engine.session import keep_release_pool_usable, open_session
 from etl.project.config import load_config
+from helpers import demo_config
 
 
 def test_a_dead_release_pool_does_not_fail_the_next_query(tmp_path):

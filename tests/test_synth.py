@@ -18,8 +18,8 @@ import pytest
 
 from etl.engine.hashing import laion_hash, laion_hashes
 from etl.synth import generate
+from helpers import REAL_PAIRS
 
-REAL_PAIRS = Path(__file__).resolve().parents[2] / "shared/data/laion_url_text_10k.parquet"
 SUBSETS = ("laion2B-en", "laion2B-multi", "laion1B-nolang")
 FAMILY_SUFFIXES = ("", "-joined", "-aesthetic")
 ROWS = 4000

@@ -6,10 +6,12 @@ from anywhere. The run's verdict comes first, then a summary of every table, the
 coverage of the wide table over the last runs and one section per table with its rules, duplicate
 figures, offending keys and distributions. Every value from the run is HTML-escaped.
 
-Stable hooks for tests and tools: `#verdict` (with `data-verdict`), `#summary`, `#quarantine`,
-`#coverage`, `section.table-section[data-table]`, `tr.rule.<status>[data-rule-id]`,
-`figure.plot` (`.histogram[data-column]`, `.coverage`), `[data-duplicated-values]`,
-`[data-rows-involved]`, `ul.sample`.
+Stable hooks for tests and tools: `#verdict` (with `data-verdict`, `data-run-id`), `#summary`,
+`#quarantine` (`tr[data-reason][data-rows]`), `#coverage`, `section.table-section[data-table]`
+(`dd.rows[data-rows]`), `tr.rule.<status>[data-rule-id][data-status][data-severity]` (with
+`data-unexpected` when the rule counts unexpected values), `figure.plot` (`.histogram[data-column]`,
+`.coverage`), `[data-duplicated-values]`, `[data-rows-involved]`, `ul.sample`. Values in `data-*`
+attributes are plain (no thousands separators), so they can be compared exactly.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def _verdict(run: RunQuality) -> str:
         facts.append(("took", _e(took)))
     facts += [("engine", _e(run.engine or DASH)),
               ("warehouse", f"<code>{_e(run.warehouse or DASH)}</code>")]
-    out = [f'<header id="verdict" class="verdict {_e(verdict)}" data-verdict="{_e(verdict)}">',
+    out = [f'<header id="verdict" class="verdict {_e(verdict)}" data-verdict="{_e(verdict)}" '
+           f'data-run-id="{_e(run.run_id)}">',
            f'<div class="verdict-word">{_e(verdict.upper())}</div>',
            '<div class="verdict-body">',
            f"<h1>Data quality of run <code>{_e(run.run_id)}</code></h1>",
@@ -176,7 +179,7 @@ def _quarantine(quarantine: dict) -> str:
            '<table class="quarantine">',
            "<thead><tr><th>reason</th><th class=num>rows</th></tr></thead>", "<tbody>"]
     for reason, rows in sorted(quarantine.items(), key=lambda item: (-int(item[1]), str(item[0]))):
-        out.append(f'<tr data-reason="{_e(reason)}"><td>{_e(reason)}</td>'
+        out.append(f'<tr data-reason="{_e(reason)}" data-rows="{int(rows)}"><td>{_e(reason)}</td>'
                    f"<td class=num>{_n(rows)}</td></tr>")
     out += [f'<tr class="total"><td>total</td><td class=num>{_n(total)}</td></tr>',
             "</tbody>", "</table>", "</section>"]
@@ -254,6 +257,8 @@ def _rules_table(table: TableQuality) -> str:
         attrs = (f'class="rule {_e(status)}" id="{_rule_anchor(table.table, rule.rule_id)}" '
                  f'data-rule-id="{_e(rule.rule_id)}" data-status="{_e(status)}" '
                  f'data-severity="{_e(rule.severity)}"')
+        if rule.unexpected_count is not None:
+            attrs += f' data-unexpected="{int(rule.unexpected_count)}"'
         out.append(
             f"<tr {attrs}>"
             f'<td class="status"><span class="badge {_e(status)}">{_e(status.upper())}</span></td>'
