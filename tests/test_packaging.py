@@ -31,6 +31,15 @@ images: [sources/images]
 """
 
 
+def _build_leftovers(folder: str, names: list[str]) -> set[str]:
+    """What a copy of the checkout leaves out: caches everywhere, and at the top level the
+    virtualenvs, generated data and earlier build output (not etl/build, the package)."""
+    skipped = {name for name in names if name in ("__pycache__", ".pytest_cache") or name.endswith(".egg-info")}
+    if Path(folder) == REPO:
+        skipped |= {name for name in names if name in (".git", "data", "build", "dist") or name.startswith(".venv")}
+    return skipped
+
+
 def fresh_venv(path: Path) -> Path:
     """A new virtualenv without this package. Its dependencies come from the running environment
     (a .pth line: an installed package's own .pth files, like an editable install's, are not
@@ -72,8 +81,7 @@ def assert_imports_from(python: Path, where: str, folder: Path, env: dict | None
 def test_a_wheel_installed_into_a_fresh_virtualenv_works_from_any_folder(tmp_path: Path):
     # From a copy: setuptools builds in the source tree and keeps stale modules in its build/ folder.
     source = tmp_path / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv*", "data", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+    shutil.copytree(REPO, source, ignore=_build_leftovers)
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path / "dist"),
          str(source)], tmp_path)
     wheel = next((tmp_path / "dist").glob("laion_etl-*.whl"))
