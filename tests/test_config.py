@@ -227,6 +227,24 @@ def test_env_override_is_validated_and_named(tmp_path):
         load(tmp_path, VALID, environ={"LAION_ETL__ENGINE": "duckdb"})
 
 
+def test_an_env_override_error_names_its_variable(tmp_path):
+    with pytest.raises(ConfigError, match=r"^spark\.shuffle_partitions: .*\(set by the environment variable "
+                                          r"LAION_ETL__SPARK__SHUFFLE_PARTITIONS\)$"):
+        load(tmp_path, VALID, environ={"LAION_ETL__SPARK__SHUFFLE_PARTITIONS": "many"})
+    with pytest.raises(ConfigError, match=r"\(set by the environment variable LAION_ETL__ENGINE\)$"):
+        load(tmp_path, VALID, environ={"LAION_ETL__ENGINE": "duckdb"})
+    with pytest.raises(ConfigError) as from_file:
+        load(tmp_path, VALID + "engine: duckdb\n")
+    assert "environment" not in str(from_file.value)
+
+
+@pytest.mark.parametrize("key, value", [("engine", "0"), ("engine", "false"), ("engine", '""'), ("format", '""'),
+                                        ("format", "0"), ("on_bad_file", "false")])
+def test_choices_accept_only_their_names(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"^{key}: .* is not one of"):
+        load(tmp_path, VALID + f"{key}: {value}\n")
+
+
 def test_env_is_read_from_os_environ_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("LAION_ETL__SPARK__SHUFFLE_PARTITIONS", "5")
     assert load_config(write(tmp_path, VALID)).spark.shuffle_partitions == 5

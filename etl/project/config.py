@@ -120,32 +120,48 @@ def load_config(path: str | os.PathLike, overrides: Optional[Mapping[str, Any]] 
         raise ConfigError(f"{config_path}: not valid YAML{at}: {reason}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: the top level must be a mapping")
-    apply_env_overrides(raw, os.environ if environ is None else environ)
+    origins = apply_env_overrides(raw, os.environ if environ is None else environ)
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
-    return parse_config(raw, base_dir=config_path.resolve().parent)
+    try:
+        return parse_config(raw, base_dir=config_path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(_with_origin(str(exc), origins)) from None
 
 
-def apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
+def _with_origin(message: str, origins: Mapping[str, str]) -> str:
+    """A config error about a key an environment variable set says so: the file is not at fault."""
+    key = message.split(":", 1)[0]
+    for path, variable in origins.items():
+        if key == path or key.startswith(path + "."):
+            return f"{message} (set by the environment variable {variable})"
+    return message
+
+
+def apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> dict[str, str]:
     """`LAION_ETL__SPARK__SHUFFLE_PARTITIONS=8` sets raw['spark']['shuffle_partitions'].
 
     Keys match case-insensitively so subset names like `laion2B-en` can be reached; values are
     YAML scalars (`8`, `true`, `[a, b]`) and a plain `a,b` becomes a list where a list is expected.
+    Returns which variable set each key (`spark.shuffle_partitions` -> its variable's name).
     """
+    origins = {}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         keys = [k for k in name[len(ENV_PREFIX):].split("__") if k]
         if not keys:
             continue
-        node = raw
+        node, path = raw, []
         for key in keys[:-1]:
             existing = _find_key(node, key)
             if not isinstance(node.get(existing), dict):
                 node[existing] = {}
             node = node[existing]
+            path.append(str(existing))
         leaf = _find_key(node, keys[-1])
+        origins[".".join([*path, str(leaf)])] = name
         try:
             parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
@@ -153,6 +169,7 @@ def apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
         if isinstance(node.get(leaf), list) and isinstance(parsed, str):
             parsed = [item.strip() for item in parsed.split(",") if item.strip()]
         node[leaf] = parsed
+    return origins
 
 
 def _find_key(node: dict, key: str) -> str:
@@ -303,8 +320,11 @@ def _required(raw: Mapping[str, Any], key: str, kind: type) -> Any:
 
 
 def _choice(raw: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = raw.get(key) or default
-    if value not in choices:
+    """One of `choices` by name; absent (or null) is the default, anything else (0, false, "") an error."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     return value
 
