@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
 from etl.project.tables import DATABASE
+from etl.s3_settings import applied_s3_settings
 
 log = logging.getLogger(__name__)
 
@@ -24,30 +25,6 @@ DELTA_EXTENSIONS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
-
-
-def export_s3_settings(config: Config) -> None:
-    """Hand the `s3` section to every S3 client in this process (and the engine's workers).
-
-    The environment is the one channel they all read: boto3 (`AWS_ENDPOINT_URL`,
-    `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), pyarrow through etl.ingest.storage (the same names plus
-    `AWS_TIMEOUT`), and the Rust object_store inside Sail and delta-rs (`AWS_ENDPOINT`,
-    `AWS_ALLOW_HTTP`, `AWS_TIMEOUT`, `AWS_CONNECT_TIMEOUT`). object_store's retry count is not
-    settable from the environment: it retries 5xx answers and timed-out reads up to 10 times
-    within 3 minutes, with exponential backoff.
-    """
-    os.environ["AWS_MAX_ATTEMPTS"] = str(config.s3_max_attempts)
-    os.environ["AWS_RETRY_MODE"] = "standard"  # botocore: backoff with jitter, throttling errors retried
-    # object_store parses durations with a unit; whole milliseconds keep fractional seconds.
-    timeout = f"{round(config.s3_timeout_seconds * 1000)}ms"
-    os.environ["AWS_TIMEOUT"] = timeout
-    os.environ["AWS_CONNECT_TIMEOUT"] = timeout
-    if not config.s3_endpoint:
-        return
-    os.environ["AWS_ENDPOINT_URL"] = config.s3_endpoint
-    os.environ["AWS_ENDPOINT"] = config.s3_endpoint
-    if config.s3_endpoint.startswith("http://"):
-        os.environ["AWS_ALLOW_HTTP"] = "true"
 
 
 def revive_release_pool() -> None:
@@ -89,27 +66,28 @@ def open_session(config: Config, submitted: bool = False) -> Iterator[object]:
     `submitted=True` means we run under spark-submit: the JVM engine is used whatever the
     config says, and master/packages come from the spark-submit command line.
     """
-    export_s3_settings(config)
     engine = "spark" if submitted else config.engine
     server = None
     if engine != "spark":
         revive_release_pool()
-    if engine == "sail":
-        spark, server = _sail_session(config)
-    elif engine == "spark":
-        spark = _jvm_session(config, submitted)
-    else:
-        spark = _connect_session(config.connect_url)
-    try:
-        spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
-        spark.conf.set("spark.sql.session.timeZone", "UTC")
-        register_laion_hash(spark)
-        spark.sql(f"create database if not exists {DATABASE}")
-        yield spark
-    finally:
-        spark.stop()
-        if server is not None:
-            server.stop()
+    # The engine's object store reads its S3 settings from the environment: set before it starts.
+    with applied_s3_settings(config):
+        if engine == "sail":
+            spark, server = _sail_session(config)
+        elif engine == "spark":
+            spark = _jvm_session(config, submitted)
+        else:
+            spark = _connect_session(config.connect_url)
+        try:
+            spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
+            spark.conf.set("spark.sql.session.timeZone", "UTC")
+            register_laion_hash(spark)
+            spark.sql(f"create database if not exists {DATABASE}")
+            yield spark
+        finally:
+            spark.stop()
+            if server is not None:
+                server.stop()
 
 
 def _sail_session(config: Config):

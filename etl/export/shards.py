@@ -34,6 +34,7 @@ from etl.export.filters import ResolvedFilter
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
 from etl.project.tables import discover_tables
+from etl.s3_settings import S3Settings
 from etl.warehouse.store import delta_version, table_exists
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult
     version = delta_version(path) if config.format == "delta" else None
     source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format, "version": version}
     identity = export_id(source, request)
-    target = target_for(request.out)
+    target = target_for(request.out, S3Settings.from_config(config))
     existing = target.read_json(MANIFEST)
     if existing and existing.get("export_id") == identity and target.exists(SUCCESS):
         log.info("%s already holds this export (%s); nothing to do", request.out, identity)
