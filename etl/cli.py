@@ -115,18 +115,10 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
         if args.command == "package-zip":
             return _package_zip(args)
         config = load_config(args.config, overrides={"engine": args.engine})
-        from etl.engine.session import export_s3_settings
+        from etl.s3_settings import applied_s3_settings
 
-        export_s3_settings(config)  # planning and request checks reach S3 before any engine starts
-        if args.command == "build":
-            return _build(args, config, submitted)
-        if args.command == "sql":
-            return _sql(args, config, submitted)
-        if args.command == "dq":
-            return _dq(args, config, submitted)
-        if args.command == "export":
-            return _export(args, config, submitted)
-        return _tables(config, submitted)
+        with applied_s3_settings(config):  # planning and request checks reach S3 before any engine starts
+            return _run_command(args, config, submitted)
     except (ConfigError, MissingInputError) as exc:
         print(f"laion-etl: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -137,6 +129,18 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
         log.debug("failure detail", exc_info=True)
         print(f"laion-etl: failed: {redact(_first_line(exc))}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _run_command(args, config: Config, submitted: bool) -> int:
+    if args.command == "build":
+        return _build(args, config, submitted)
+    if args.command == "sql":
+        return _sql(args, config, submitted)
+    if args.command == "dq":
+        return _dq(args, config, submitted)
+    if args.command == "export":
+        return _export(args, config, submitted)
+    return _tables(config, submitted)
 
 
 def _first_line(exc: Exception) -> str:

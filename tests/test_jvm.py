@@ -21,6 +21,7 @@ from etl.synth import generate
 from helpers import (REPO, assert_same_rows, demo_config, need_java, read_delta, read_parquet_table, runs,
                      write_planted_config, write_planted_project)
 from planted import WIDE_SCHEMA, expected_wide_rows, write_planted_sources
+from store_checks import CHECKS
 
 pytestmark = pytest.mark.jvm
 NEW_NOLANG = ("http://h.example/8.jpg", "a new nolang sample")
@@ -162,6 +163,19 @@ def test_partial_rebuild_replaces_one_subset_and_keeps_the_others(tmp_path):
         assert_same_rows(kept_after, kept_before)
         new_row = [r for r in after.to_pylist() if r["url"] == NEW_NOLANG[0]]
         assert len(new_row) == 1 and new_row[0]["language"] == "nolang", fmt
+
+
+def test_parquet_store_passes_every_store_check_on_the_jvm_engine(tmp_path):
+    """tests/store_checks.py against the parquet store on local[2] (Sail runs them on Delta)."""
+    need_java()
+    config = demo_config(tmp_path / "sources", tmp_path / "warehouse", tmp_path / "parquet.yaml", engine="spark",
+                         fmt="parquet")
+    env = {**jvm_env(), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "store_checks.py"), str(config), str(tmp_path / "tables")],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    assert sorted(line for line in result.stdout.splitlines() if line.startswith("ok ")) == sorted(
+        f"ok {check.__name__}" for check in CHECKS)
 
 
 def test_spark_submit_refuses_a_bad_config_with_exit_code_2(tmp_path):

@@ -28,7 +28,7 @@ from etl.project.tables import DATABASE, Table, discover_tables
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
 from etl.ingest.sources import SourceError, accepted_rows, read_family, rejected_rows
 from etl.quality.validation import Validator, histograms
-from etl.warehouse.store import Rollback, delta_version, register_table, table_exists, table_rows, write_table
+from etl.warehouse.store import table_store
 
 log = logging.getLogger("etl")
 
@@ -76,10 +76,11 @@ class BuildState:
 def register_existing_tables(spark, config: Config) -> list[Table]:
     """Register every table already in the warehouse, so SQL can name it `laion.<table>`."""
     present = []
+    store = table_store(config)
     for table in discover_tables():
         path = table.path(config)
-        if table_exists(path, config.format):
-            register_table(spark, table.name, path, config.format, bool(table.partition_by(config)))
+        if store.exists(path):
+            store.register(spark, table.name, path, bool(table.partition_by(config)))
             present.append(table)
     return present
 
@@ -101,11 +102,11 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
         rows_in = plan.input_rows(table, subsets)
         if rows_in is None and table.driving_table:
-            rows_in = table_rows(spark, known[table.driving_table].path(config), config.format, subsets)
+            rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer, \
                 _naming(table, config):
             quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id, subsets) if quarantine else None
-            rollback = Rollback(table.path(config), config.format)
+            rollback = table_store(config).rollback_point(table.path(config))
             written = _materialise(spark, plan, table, state.run_id, subsets)
             quality = _validate(spark, plan, table, state, written.version)
         state.steps.append(StepResult(
@@ -141,7 +142,7 @@ def _naming(table: Table, config: Config) -> Iterator[None]:
 
 def _unchanged_step(table: Table, config) -> StepResult:
     path = table.path(config)
-    version = delta_version(path) if config.format == "delta" else None
+    version = table_store(config).version(path)
     return StepResult(table=table.name, layer=table.layer, rows_in=None, rows_out=None, quarantined=None,
                       version=version, seconds=0.0, verdict=UNCHANGED, path=path)
 
@@ -187,13 +188,14 @@ def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], 
 
 
 def _validate(spark, plan: BuildPlan, table: Table, state: BuildState, version: Optional[int]) -> TableQuality:
-    current = spark.read.format(plan.config.format).load(table.path(plan.config))
+    store = table_store(plan.config)
+    current = store.read(spark, table.path(plan.config))
     rules = state.validator.validate(table.contract, current)
     if table.name in state.refusals:
         rules.append(state.refusals[table.name])
     quality = TableQuality(
         table=table.name, layer=table.layer, version=version,
-        rows=table_rows(spark, table.path(plan.config), plan.config.format), published=True, rules=rules,
+        rows=store.rows(spark, table.path(plan.config)), published=True, rules=rules,
         histograms=histograms(current, table.contract.histograms),
     )
     state.quality.append(quality)
@@ -223,7 +225,7 @@ def _reregister(spark, config: Config, table: Table, restored: Optional[int]) ->
     if restored is None:
         spark.sql(f"drop table if exists {DATABASE}.{table.name}")
     else:
-        register_table(spark, table.name, table.path(config), config.format, bool(table.partition_by(config)))
+        table_store(config).register(spark, table.name, table.path(config), bool(table.partition_by(config)))
 
 
 def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Optional[tuple[str, ...]]):
@@ -236,8 +238,9 @@ def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Opt
     partition_by = table.partition_by(plan.config)
     whole = subsets is None or set(subsets) >= set(plan.config.subset_names)
     replace = {"subset": list(subsets)} if not whole and "subset" in partition_by else None
-    written = write_table(spark, df, table.path(plan.config), plan.config.format, partition_by, replace, run_id)
-    register_table(spark, table.name, table.path(plan.config), plan.config.format, bool(partition_by))
+    store = table_store(plan.config)
+    written = store.write(spark, df, table.path(plan.config), partition_by, replace, run_id)
+    store.register(spark, table.name, table.path(plan.config), bool(partition_by))
     return written
 
 
@@ -248,9 +251,9 @@ def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: st
     rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
                            F.lit(table.name).alias("ods_table"), "subset")
     replace = {"ods_table": [table.name], "subset": list(subsets or plan.subset_names)}
-    written = write_table(spark, rows, meta_path(plan.config, QUARANTINE), plan.config.format,
-                          contract.partition_by, replace, run_id)
-    register_table(spark, QUARANTINE, meta_path(plan.config, QUARANTINE), plan.config.format, True)
+    store = table_store(plan.config)
+    written = store.write(spark, rows, meta_path(plan.config, QUARANTINE), contract.partition_by, replace, run_id)
+    store.register(spark, QUARANTINE, meta_path(plan.config, QUARANTINE), True)
     return written.rows_written
 
 
@@ -259,7 +262,7 @@ def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> 
         upstream = known.get(name)
         if upstream is None:
             raise BuildError(f"{table.name}: {table.sql_path.name} reads {DATABASE}.{name}, which no sql/ file defines")
-        if not table_exists(upstream.path(config), config.format):
+        if not table_store(config).exists(upstream.path(config)):
             raise BuildError(f"{table.name}: needs {DATABASE}.{name}, which is not built yet at "
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from etl.project.config import Config, ConfigError
 from etl.engine.session import local_cores
 from etl.ingest.storage import file_stat, tree_bytes
-from etl.warehouse.store import table_exists
+from etl.warehouse.store import table_store
 from etl.ingest.images import list_shards
 from etl.build.inputs import partitions_to_build, planned_signatures
 from etl.warehouse.meta import recorded_signatures
@@ -128,7 +128,7 @@ def make_plan(config: Config, layers: Optional[Sequence[str]] = None,
     plan.recorded = recorded_signatures(config)
     plan.signatures = planned_signatures(plan, plan.recorded)
     for table in tables:
-        present = table_exists(table.path(config), config.format)
+        present = table_store(config).exists(table.path(config))
         plan.rebuild[table.name] = partitions_to_build(plan, table, plan.signatures, plan.recorded, present)
     return plan
 

@@ -30,7 +30,7 @@ from etl.quality.report import write_report
 from etl.engine.session import open_session
 from etl.ingest.sources import explain_read_failure
 from etl.quality.validation import Validator, histograms
-from etl.warehouse.store import delta_version, table_exists, table_rows
+from etl.warehouse.store import table_store
 
 log = logging.getLogger("etl")
 
@@ -92,16 +92,16 @@ def execute_dq(config: Config, table_names: Optional[Sequence[str]] = None, subm
         register_existing_tables(spark, config)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
         quality = []
+        store = table_store(config)
         for table in tables:
             path = table.path(config)
-            if not table_exists(path, config.format):
+            if not store.exists(path):
                 log.warning("%s: not built yet, nothing to validate", table.name)
                 continue
-            current = spark.read.format(config.format).load(path)
+            current = store.read(spark, path)
             quality.append(TableQuality(
-                table=table.name, layer=table.layer,
-                version=delta_version(path) if config.format == "delta" else None,
-                rows=table_rows(spark, path, config.format), published=True,
+                table=table.name, layer=table.layer, version=store.version(path),
+                rows=store.rows(spark, path), published=True,
                 rules=validator.validate(table.contract, current),
                 histograms=histograms(current, table.contract.histograms),
             ))
@@ -142,9 +142,10 @@ def _failure_message(error: Optional[BaseException]) -> Optional[str]:
 def _quarantine_counts(spark, config: Config, record: RunRecord) -> dict[str, int]:
     """Rows quarantined by this run, per reason."""
     path = meta_path(config, QUARANTINE)
-    if record.command != "build" or not table_exists(path, config.format):
+    store = table_store(config)
+    if record.command != "build" or not store.exists(path):
         return {}
-    rows = (spark.read.format(config.format).load(path).filter(f"run_id = '{record.run_id}'")
+    rows = (store.read(spark, path).filter(f"run_id = '{record.run_id}'")
             .groupBy("reason").count().collect())
     return {row.reason: int(row["count"]) for row in sorted(rows, key=lambda r: r.reason)}
 

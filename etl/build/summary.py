@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from etl.project.config import Config
 from etl.build.inputs import WHOLE_TABLE
 from etl.project.tables import DATABASE, discover_tables
-from etl.warehouse.store import delta_version, table_exists, table_rows
+from etl.warehouse.store import table_store
 
 
 def format_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -91,12 +91,12 @@ class TableInfo:
 def table_inventory(spark, config: Config) -> list[TableInfo]:
     """Every table present in the warehouse with its current version and row count."""
     inventory = []
+    store = table_store(config)
     for table in discover_tables():
         path = table.path(config)
-        if not table_exists(path, config.format):
+        if not store.exists(path):
             continue
-        version = delta_version(path) if config.format == "delta" else None
-        inventory.append(TableInfo(table.name, table.layer, version, table_rows(spark, path, config.format), path))
+        inventory.append(TableInfo(table.name, table.layer, store.version(path), store.rows(spark, path), path))
     return inventory
 
 

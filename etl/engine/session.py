@@ -23,6 +23,7 @@ from etl.engine.hashing import register_laion_hash
 from etl.engine.sail_server import SailServerProcess
 from etl.engine.stall_watchdog import StallWatchdog
 from etl.project.tables import DATABASE
+from etl.s3_settings import applied_s3_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +31,6 @@ DELTA_EXTENSIONS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
-
-
-def export_s3_settings(config: Config) -> None:
-    """Hand the `s3` section to every S3 client in this process (and the engine's workers).
-
-    The environment is the one channel they all read: boto3 (`AWS_ENDPOINT_URL`,
-    `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), pyarrow through etl.ingest.storage (the same names plus
-    `AWS_TIMEOUT`), and the Rust object_store inside Sail and delta-rs (`AWS_ENDPOINT`,
-    `AWS_ALLOW_HTTP`, `AWS_TIMEOUT`, `AWS_CONNECT_TIMEOUT`). object_store's retry count is not
-    settable from the environment: it retries 5xx answers and timed-out reads up to 10 times
-    within 3 minutes, with exponential backoff.
-    """
-    os.environ["AWS_MAX_ATTEMPTS"] = str(config.s3_max_attempts)
-    os.environ["AWS_RETRY_MODE"] = "standard"  # botocore: backoff with jitter, throttling errors retried
-    # object_store parses durations with a unit; whole milliseconds keep fractional seconds.
-    timeout = f"{round(config.s3_timeout_seconds * 1000)}ms"
-    os.environ["AWS_TIMEOUT"] = timeout
-    os.environ["AWS_CONNECT_TIMEOUT"] = timeout
-    if not config.s3_endpoint:
-        return
-    os.environ["AWS_ENDPOINT_URL"] = config.s3_endpoint
-    os.environ["AWS_ENDPOINT"] = config.s3_endpoint
-    if config.s3_endpoint.startswith("http://"):
-        os.environ["AWS_ALLOW_HTTP"] = "true"
 
 
 def keep_release_pool_usable() -> None:
@@ -116,43 +93,44 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
     (the analyst prompt): waiting for the user is not a stall; only `engine_step`s are watched.
     """
     global _watchdog
-    export_s3_settings(config)
     engine = "spark" if submitted else config.engine
     server = None
     if engine != "spark":
         keep_release_pool_usable()
-    if engine == "sail":
-        server = SailServerProcess()
-        log.info("sail: Spark Connect server on %s:%s (pid %s)", server.host, server.port, server.pid)
-        try:
-            spark = server.connect()
-        except Exception:
-            server.kill()
-            raise
-        _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
-                                  config.engine_stall_seconds, on_stuck=_exit_stuck)
-    elif engine == "spark":
-        spark = _jvm_session(config, submitted)
-    else:
-        spark = _connect_session(config.connect_url)
-    try:
-        with engine_step("session start"):
-            spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
-            spark.conf.set("spark.sql.session.timeZone", "UTC")
-            register_laion_hash(spark)
-            spark.sql(f"create database if not exists {DATABASE}")
-        if interactive:
-            yield spark
+    # The engine's object store reads its S3 settings from the environment: set before it starts.
+    with applied_s3_settings(config):
+        if engine == "sail":
+            server = SailServerProcess()
+            log.info("sail: Spark Connect server on %s:%s (pid %s)", server.host, server.port, server.pid)
+            try:
+                spark = server.connect()
+            except Exception:
+                server.kill()
+                raise
+            _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
+                                      config.engine_stall_seconds, on_stuck=_exit_stuck)
+        elif engine == "spark":
+            spark = _jvm_session(config, submitted)
         else:
-            with engine_step("session"):
+            spark = _connect_session(config.connect_url)
+        try:
+            with engine_step("session start"):
+                spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
+                spark.conf.set("spark.sql.session.timeZone", "UTC")
+                register_laion_hash(spark)
+                spark.sql(f"create database if not exists {DATABASE}")
+            if interactive:
                 yield spark
-    finally:
-        watchdog, _watchdog = _watchdog, None
-        if watchdog is not None:
-            watchdog.close()
-        _stop_within(spark, SESSION_STOP_SECONDS)
-        if server is not None:
-            server.stop()
+            else:
+                with engine_step("session"):
+                    yield spark
+        finally:
+            watchdog, _watchdog = _watchdog, None
+            if watchdog is not None:
+                watchdog.close()
+            _stop_within(spark, SESSION_STOP_SECONDS)
+            if server is not None:
+                server.stop()
 
 
 def _exit_stuck(reason: str) -> None:

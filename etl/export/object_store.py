@@ -1,8 +1,7 @@
 """Where an export goes: a local folder, or an `s3://` prefix written with boto3.
 
-boto3 takes its credentials and region from the environment, its endpoint from
-`AWS_ENDPOINT_URL` (set from the config's `s3.endpoint`) and its retries and timeouts from the
-config's `s3` section; nothing secret passes through here.
+boto3 takes its credentials and region from the environment, its endpoint, retries and timeouts
+from the config's `s3` section (etl.s3_settings); nothing secret passes through here.
 Published shards carry their row count and sha256 (local: recomputed; S3: object metadata), so
 a resumed export can list them in the manifest without downloading them.
 """
@@ -18,7 +17,7 @@ from typing import Optional, Protocol
 
 import pyarrow.parquet as pq
 
-from etl.ingest.storage import s3_max_attempts, s3_timeout_seconds
+from etl.s3_settings import S3Settings
 
 
 class ExportTarget(Protocol):
@@ -29,9 +28,9 @@ class ExportTarget(Protocol):
     def stats(self, name: str) -> Optional[dict]: ...
 
 
-def target_for(out: str) -> ExportTarget:
+def target_for(out: str, settings: S3Settings) -> ExportTarget:
     if out.startswith("s3://"):
-        return S3Target(out)
+        return S3Target(out, settings)
     if "://" in out:
         raise ValueError(f"--out: only local folders and s3:// are supported, not {out}")
     return LocalTarget(Path(out))
@@ -44,19 +43,6 @@ def file_stats(path: Path) -> dict:
             digest.update(block)
     return {"rows": pq.ParquetFile(path).metadata.num_rows, "bytes": os.path.getsize(path),
             "sha256": digest.hexdigest()}
-
-
-def client_config():
-    """botocore settings from the `s3` config section (exported to the environment by the session
-    factory): standard retry mode (exponential backoff with jitter; 5xx, throttling and dropped
-    connections retried) for `max_attempts` attempts, and the request timeout."""
-    from botocore.config import Config as BotoConfig
-
-    timeout = s3_timeout_seconds()
-    # `total_max_attempts` counts the first try, like the config key; botocore's `max_attempts`
-    # counts retries only.
-    return BotoConfig(retries={"mode": "standard", "total_max_attempts": s3_max_attempts()},
-                      connect_timeout=timeout, read_timeout=timeout)
 
 
 class LocalTarget:
@@ -88,15 +74,14 @@ class LocalTarget:
 
 
 class S3Target:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, settings: S3Settings) -> None:
         import boto3
 
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
             raise ValueError(f"--out: no bucket in {uri}")
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                                   config=client_config())
+        self.client = boto3.client("s3", **settings.boto3_client_kwargs())
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

@@ -34,7 +34,8 @@ from etl.export.filters import ResolvedFilter
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
 from etl.project.tables import discover_tables
-from etl.warehouse.store import delta_version, table_exists
+from etl.s3_settings import S3Settings
+from etl.warehouse.store import table_store
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def validate_request(config: Config, request: ExportRequest) -> None:
     if request.rows_per_shard < 1:
         raise ExportError("--rows-per-shard must be at least 1")
     _check_out(request.out, config.warehouse)
-    if not table_exists(_wide_table().path(config), config.format):
+    if not table_store(config).exists(_wide_table().path(config)):
         raise ExportError(f"laion.{WIDE_TABLE} is not built yet at {_wide_table().path(config)}: run build first")
 
 
@@ -107,10 +108,10 @@ def export_id(source: dict, request: ExportRequest) -> str:
 
 def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult:
     path = _wide_table().path(config)
-    version = delta_version(path) if config.format == "delta" else None
-    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format, "version": version}
+    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format,
+              "version": table_store(config).version(path)}
     identity = export_id(source, request)
-    target = target_for(request.out)
+    target = target_for(request.out, S3Settings.from_config(config))
     existing = target.read_json(MANIFEST)
     if existing and existing.get("export_id") == identity and target.exists(SUCCESS):
         log.info("%s already holds this export (%s); nothing to do", request.out, identity)
@@ -143,11 +144,8 @@ def _staging_dir(config: Config, out: str, identity: str) -> Path:
 
 
 def _stage(spark, config: Config, source: dict, request: ExportRequest, staging: Path) -> None:
-    reader = spark.read.format(config.format)
-    if source["version"] is not None:
-        reader = reader.option("versionAsOf", source["version"])
     extras = [c for c in request.columns if c not in ("url", "text")]
-    rows = (reader.load(source["path"]).filter(request.filter.where)
+    rows = (table_store(config).read(spark, source["path"], source["version"]).filter(request.filter.where)
             .select(F.col("url").alias("URL"), F.col("text").alias("TEXT"), *extras, F.col("hash").alias("_hash")))
     order = ["_hash", "URL", "TEXT"] + [c for c in extras if c != "hash"]
     # The hash's top bits keep the hash order: buckets are ranges of the sort order.

@@ -1,7 +1,7 @@
 """Paths that may be local or `s3://`: globbing, listing and parquet footers via pyarrow.fs.
 
-The S3 endpoint comes from the environment (`AWS_ENDPOINT_URL`, set from the config's
-`s3.endpoint` by the session factory), credentials from the usual AWS variables.
+S3 is reached with this process's S3 settings (etl.s3_settings); credentials come from the usual
+AWS variables, read by pyarrow itself.
 """
 
 from __future__ import annotations
@@ -19,65 +19,19 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from etl.project.config import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_SECONDS
+from etl.s3_settings import current_s3_settings
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow filesystem and in-filesystem path for a local path or an `s3://` URI.
-
-    For S3 the endpoint comes from AWS_ENDPOINT_URL (boto3's name) or AWS_ENDPOINT (Sail's),
-    with http when the endpoint says so or AWS_ALLOW_HTTP is true, so pyarrow reaches the same
-    object store as the engine. Credentials come from the usual AWS environment variables.
-    Retries and timeouts are set, not left to the SDK's defaults: AWS_MAX_ATTEMPTS attempts per
-    request with the SDK's standard backoff (5xx, throttling and dropped connections are retried),
-    and AWS_TIMEOUT for connecting and for a response that stops arriving (both exported from
-    the config's `s3` section by etl.engine.session.export_s3_settings).
-    """
+    """pyarrow filesystem and in-filesystem path for a local path or an `s3://` URI: the same
+    object store, with the same retries and timeouts, as the engine reaches."""
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     if not uri.startswith("s3://"):
         return pafs.FileSystem.from_uri(uri)
-    timeout = s3_timeout_seconds()
-    options = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3_max_attempts()),
-               "connect_timeout": timeout, "request_timeout": timeout}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
-    if endpoint:
-        scheme, separator, host = endpoint.partition("://")
-        if separator:
-            options["endpoint_override"] = host.rstrip("/")
-            options["scheme"] = scheme
-        else:
-            options["endpoint_override"] = endpoint.rstrip("/")
-            allow_http = os.environ.get("AWS_ALLOW_HTTP", "").strip().lower() in ("true", "1", "yes")
-            options["scheme"] = "http" if allow_http else "https"
     bucket_and_key = uri[len("s3://"):]
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if not region and not endpoint:
-        region = pafs.resolve_s3_region(bucket_and_key.split("/", 1)[0])  # as FileSystem.from_uri does
-    if region:
-        options["region"] = region
+    options = current_s3_settings().pyarrow_kwargs(bucket_and_key.split("/", 1)[0])
     return pafs.S3FileSystem(**options), bucket_and_key.rstrip("/")
-
-
-def s3_max_attempts() -> int:
-    """Attempts per S3 request, the first included (AWS_MAX_ATTEMPTS, as boto3 reads it)."""
-    value = os.environ.get("AWS_MAX_ATTEMPTS")
-    if value is None:
-        return DEFAULT_S3_MAX_ATTEMPTS
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"AWS_MAX_ATTEMPTS: must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def s3_timeout_seconds() -> float:
-    """Seconds an S3 request may go unanswered (AWS_TIMEOUT, in object_store's `<n>s` or `<n>ms`)."""
-    value = os.environ.get("AWS_TIMEOUT")
-    if value is None:
-        return DEFAULT_S3_TIMEOUT_SECONDS
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*", value)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"AWS_TIMEOUT: must be a duration like 30s or 2500ms, got {value!r}")
-    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
 
 def glob_root(pattern: str) -> str:

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Iterator, Optional, Protocol
 
 from etl.project.config import Config, is_remote
+from etl.s3_settings import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def lock_location(config: Config) -> str:
 def lock_store(config: Config) -> LockStore:
     location = lock_location(config)
     if location.startswith("s3://"):
-        return S3LockStore(location, config.s3_endpoint)
+        return S3LockStore(location, S3Settings.from_config(config))
     if is_remote(location):
         raise LockError(f"warehouse {config.warehouse}: cannot lock a warehouse on this storage "
                         "(local folders and s3:// only)")
@@ -285,15 +286,12 @@ class LocalLockStore:
 class S3LockStore:
     """The lock as one object; conditional requests make create, takeover and release atomic."""
 
-    def __init__(self, uri: str, endpoint: Optional[str]) -> None:
+    def __init__(self, uri: str, settings: S3Settings) -> None:
         import boto3
 
         self.location = uri
         self.bucket, _, self.key = uri[len("s3://"):].partition("/")
-        from etl.export.object_store import client_config
-
-        self.client = boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
-                                   config=client_config())
+        self.client = boto3.client("s3", **settings.boto3_client_kwargs())
 
     def create(self, body: bytes) -> Optional[str]:
         token = self._put(body, IfNoneMatch="*")

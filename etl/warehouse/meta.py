@@ -18,7 +18,7 @@ from etl.project.config import Config
 from etl.project.contracts import Contract, load_contract
 from etl.project.tables import CONTRACTS_DIR
 from etl.quality.results import CoveragePoint, RuleResult
-from etl.warehouse.store import append_rows, register_table, table_exists
+from etl.warehouse.store import table_store
 
 META_LAYER = "meta"
 RUNS, DQ_RESULTS, QUARANTINE = "runs", "dq_results", "quarantine"
@@ -38,10 +38,11 @@ def meta_path(config: Config, name: str) -> str:
 
 
 def register_meta_tables(spark, config: Config) -> None:
+    store = table_store(config)
     for name in META_TABLES:
         path = meta_path(config, name)
-        if table_exists(path, config.format):
-            register_table(spark, name, path, config.format, bool(meta_contract(name).partition_by))
+        if store.exists(path):
+            store.register(spark, name, path, bool(meta_contract(name).partition_by))
 
 
 def to_json(value: Any) -> Optional[str]:
@@ -79,30 +80,12 @@ def save_run(spark, config: Config, record: RunRecord) -> None:
     after every table it publishes, and when it ends; a killed run keeps its last state."""
     contract = meta_contract(RUNS)
     path = meta_path(config, RUNS)
-    if not table_exists(path, config.format):
+    store = table_store(config)
+    if not store.exists(path):
         _append(spark, config, RUNS, spark.createDataFrame([record.row()], contract.ddl), record.run_id)
         return
-    if config.format == "delta":
-        import pyarrow as pa
-        from deltalake import CommitProperties, DeltaTable
-
-        row = pa.Table.from_pylist([dict(zip(contract.column_names, record.row()))], schema=_arrow_schema(contract))
-        (DeltaTable(path).merge(row, predicate="target.run_id = source.run_id", source_alias="source",
-                                target_alias="target",
-                                commit_properties=CommitProperties(custom_metadata={"userMetadata": record.run_id}))
-         .when_matched_update_all().when_not_matched_insert_all().execute())
-    else:  # parquet (JVM tests): the table is small, rewrite it whole
-        others = [tuple(r) for r in spark.read.parquet(path).collect() if r.run_id != record.run_id]
-        spark.createDataFrame(others + [record.row()], contract.ddl).write.mode("overwrite").parquet(path)
-    register_table(spark, RUNS, path, config.format, False)
-
-
-def _arrow_schema(contract: Contract):
-    import pyarrow as pa
-
-    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(),
-             "float": pa.float32(), "boolean": pa.bool_()}
-    return pa.schema([(c.name, types[c.type]) for c in contract.columns])
+    store.upsert_row(spark, path, contract, record.row(), "run_id", record.run_id)
+    store.register(spark, RUNS, path, False)
 
 
 def append_dq_results(spark, config: Config, run_id: str, versions: dict[str, Optional[int]],
@@ -151,24 +134,15 @@ def recorded_signatures(config: Config) -> dict[tuple[str, str], str]:
 def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:
     """Rows of a meta table through delta-rs or pyarrow (no engine needed; [] when it does not exist)."""
     path = meta_path(config, name)
-    if not table_exists(path, config.format):
-        return []
-    if config.format == "delta":
-        from deltalake import DeltaTable
-
-        return DeltaTable(path).to_pyarrow_table(columns=columns).to_pylist()
-    import pyarrow.dataset as ds
-
-    from etl.ingest.storage import filesystem
-
-    fs, inner = filesystem(path)
-    return ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
+    store = table_store(config)
+    return store.read_rows(path, columns) if store.exists(path) else []
 
 
 def _append(spark, config: Config, name: str, df, run_id: str) -> None:
     path = meta_path(config, name)
-    append_rows(df, path, config.format, run_id)
-    register_table(spark, name, path, config.format, bool(meta_contract(name).partition_by))
+    store = table_store(config)
+    store.append(df, path, run_id)
+    store.register(spark, name, path, bool(meta_contract(name).partition_by))
 
 
 def _plain(value: Any) -> Any:
@@ -183,9 +157,10 @@ def _plain(value: Any) -> Any:
 def previous_observed_values(spark, config: Config, before_run: str) -> dict[tuple[str, str], float]:
     """The latest numeric observed value of each (table, rule) from earlier runs."""
     path = meta_path(config, DQ_RESULTS)
-    if not table_exists(path, config.format):
+    store = table_store(config)
+    if not store.exists(path):
         return {}
-    rows = (spark.read.format(config.format).load(path)
+    rows = (store.read(spark, path)
             .filter(f"run_id < '{before_run}' and observed_value is not null")
             .selectExpr("table_name", "rule_id", "observed_value", "run_id")
             .orderBy("run_id").collect())
@@ -200,10 +175,11 @@ def previous_observed_values(spark, config: Config, before_run: str) -> dict[tup
 def coverage_history(spark, config: Config, limit: int = HISTORY_RUNS) -> list[CoveragePoint]:
     """Aesthetic and image coverage of the wide table over the last runs that measured both."""
     path = meta_path(config, DQ_RESULTS)
-    if not table_exists(path, config.format):
+    store = table_store(config)
+    if not store.exists(path):
         return []
     rule_ids = ", ".join(f"'{rule}'" for rule in COVERAGE_RULES.values())
-    rows = (spark.read.format(config.format).load(path)
+    rows = (store.read(spark, path)
             .filter(f"table_name = '{COVERAGE_TABLE}' and rule_id in ({rule_ids})")
             .select("run_id", "rule_id", "observed_value").collect())
     by_run: dict[str, dict[str, float]] = {}
@@ -220,6 +196,7 @@ def coverage_history(spark, config: Config, limit: int = HISTORY_RUNS) -> list[C
 
 def _finish_times(spark, config: Config) -> dict[str, str]:
     path = meta_path(config, RUNS)
-    if not table_exists(path, config.format):
+    store = table_store(config)
+    if not store.exists(path):
         return {}
-    return {r.run_id: r.finished_at for r in spark.read.format(config.format).load(path).select("run_id", "finished_at").collect()}
+    return {r.run_id: r.finished_at for r in store.read(spark, path).select("run_id", "finished_at").collect()}

@@ -1,26 +1,38 @@
-"""The table writer: the one place that knows the storage format, partition overwrite and rollback.
+"""The table store: the one place that knows the table format (Delta or parquet).
+
+Everything the pipeline does with a table goes through a `TableStore` chosen once from the
+config's `format` by `table_store()`: write (whole, or only the named partitions), append, read
+(a given version), row count, version, history, restore, register in the session catalog.
+Callers never ask which format they have; a new format is a new subclass.
 
 Delta: a partial rebuild uses `replaceWhere` with the DataFrame filtered by the same predicate
 (on Sail, `partitionOverwriteMode=dynamic` silently overwrites the whole table, and rows outside
 a replaceWhere predicate are appended instead of refused). Every commit carries the run id as
-its `userMetadata`. Versions, written-row counts and restores go through delta-rs, so they mean
-the same whatever engine wrote the table. Parquet (JVM tests only): the named partition folders
-are removed and the new rows appended (dynamic overwrite would keep an emptied partition's old
-rows), and a copy of the previous files taken before the write stands in for a version to restore.
+its `userMetadata`. Versions, history, row counts and restores go through delta-rs (Sail parses
+no `DESCRIBE HISTORY` or `RESTORE`), so they mean the same whatever engine wrote the table.
+
+Parquet (JVM engine only: Sail's dynamic overwrite replaces the whole table): the named partition
+folders are removed and the new rows appended (dynamic overwrite would keep an emptied
+partition's old rows); there are no versions, so a copy of the files taken before a write
+stands in for the version to restore.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
-from etl.project.tables import DATABASE
 from etl.ingest.storage import exists, filesystem
+from etl.project.config import Config
+from etl.project.contracts import Contract
+from etl.project.tables import DATABASE
+from etl.s3_settings import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,282 @@ class WriteResult:
     version: Optional[int]
 
 
+class Rollback(ABC):
+    """Taken before a write; `restore()` makes the state before it current again."""
+
+    @abstractmethod
+    def restore(self, run_id: str) -> Optional[int]:
+        """Undo the write; returns the version now current (None when there is none, or no table)."""
+
+    def discard(self) -> None:
+        """The write is kept: let go of whatever was saved to undo it."""
+
+
+class TableStore(ABC):
+    """A table format: how the tables at warehouse paths are written, read, versioned and restored."""
+
+    format: str  # the Spark data source name, as the config's `format` spells it
+
+    def __init__(self, s3: S3Settings) -> None:
+        self.s3 = s3
+
+    @abstractmethod
+    def exists(self, path: str) -> bool:
+        """A table is at `path` (a folder Spark left behind an empty write is none)."""
+
+    @abstractmethod
+    def version(self, path: str) -> Optional[int]:
+        """The current version; None when the format keeps none or there is no table."""
+
+    @abstractmethod
+    def history(self, path: str, limit: Optional[int] = None) -> list[dict]:
+        """The table's commits, newest first (operation, its metrics, userMetadata = run id)."""
+
+    def read(self, spark, path: str, version: Optional[int] = None) -> DataFrame:
+        """The table's rows, as of `version` when given (else the current version)."""
+        if version is not None:
+            raise ValueError(f"{path}: a {self.format} table has no versions to read")
+        return spark.read.format(self.format).load(path)
+
+    @abstractmethod
+    def read_rows(self, path: str, columns: list[str]) -> list[dict]:
+        """The current rows of small tables, read without an engine."""
+
+    @abstractmethod
+    def rows(self, spark, path: str, subsets: Optional[Sequence[str]] = None) -> int:
+        """Rows in the current version (only `subsets`' partitions when given)."""
+
+    def write(self, spark, df: DataFrame, path: str, partition_by: Sequence[str],
+              replace: Optional[Mapping[str, Sequence[str]]] = None, run_id: Optional[str] = None) -> WriteResult:
+        """Overwrite the table at `path`; with `replace`, only the partitions it names."""
+        partial = bool(replace) and set(replace) <= set(partition_by) and self.exists(path)
+        if partial:
+            df = df.filter(replace_predicate(replace))
+        writer = df.write.format(self.format).mode("overwrite")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        return self._save(spark, writer, path, replace if partial else None, run_id)
+
+    @abstractmethod
+    def _save(self, spark, writer, path: str, replace: Optional[Mapping[str, Sequence[str]]],
+              run_id: Optional[str]) -> WriteResult:
+        """Run the prepared overwrite: of the whole table, or of the partitions `replace` names."""
+
+    @abstractmethod
+    def append(self, df: DataFrame, path: str, run_id: Optional[str] = None) -> None:
+        """Blind append (safe to retry): the run bookkeeping tables grow by one run at a time."""
+
+    @abstractmethod
+    def upsert_row(self, spark, path: str, contract: Contract, row: tuple, key: str, run_id: str) -> None:
+        """Insert `row` into the existing table, replacing the row with the same `key`, in one write."""
+
+    @abstractmethod
+    def rollback_point(self, path: str) -> Rollback:
+        """Taken before a write that the publish gate may undo."""
+
+    def register(self, spark, name: str, path: str, partitioned: bool) -> None:
+        """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
+        if not self.exists(path):  # e.g. a parquet table whose only write was empty
+            spark.sql(f"drop table if exists {DATABASE}.{name}")
+            return
+        spark.sql(f"create table if not exists {DATABASE}.{name} using {self.format} location {sql_string(path)}")
+        self._refresh(spark, name, partitioned)
+
+    def _refresh(self, spark, name: str, partitioned: bool) -> None:
+        """Bring a registered table up to date with what a write changed under it: nothing to do
+        where the table's own log says what it holds, as Delta's does."""
+
+
+class DeltaStore(TableStore):
+    format = "delta"
+
+    def _table(self, path: str):
+        from deltalake import DeltaTable
+
+        return DeltaTable(path, storage_options=self._storage_options(path))
+
+    def _storage_options(self, path: str) -> Optional[dict[str, str]]:
+        return self.s3.delta_storage_options() if path.startswith("s3://") else None
+
+    def exists(self, path: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(path, storage_options=self._storage_options(path))
+
+    def version(self, path: str) -> Optional[int]:
+        return self._table(path).version() if self.exists(path) else None
+
+    def history(self, path: str, limit: Optional[int] = None) -> list[dict]:
+        return self._table(path).history(limit)
+
+    def read(self, spark, path: str, version: Optional[int] = None) -> DataFrame:
+        reader = spark.read.format(self.format)
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(path)
+
+    def read_rows(self, path: str, columns: list[str]) -> list[dict]:
+        return self._table(path).to_pyarrow_table(columns=columns).to_pylist()
+
+    def rows(self, spark, path: str, subsets: Optional[Sequence[str]] = None) -> int:
+        """Summed from the log's per-file record counts, no data scanned."""
+        actions = self._table(path).get_add_actions(flatten=True)
+        counts = actions.column("num_records").to_pylist()
+        if subsets is not None and "partition.subset" in actions.column_names:
+            keep = [value in subsets for value in actions.column("partition.subset").to_pylist()]
+            counts = [count for count, kept in zip(counts, keep) if kept]
+        return sum(count or 0 for count in counts)
+
+    def _save(self, spark, writer, path, replace, run_id) -> WriteResult:
+        if replace:
+            writer = writer.option("replaceWhere", replace_predicate(replace))
+        else:
+            writer = writer.option("overwriteSchema", "true")
+        if run_id:
+            writer = writer.option("userMetadata", run_id)
+        before = self.version(path)
+        writer.save(path)
+        after = self.version(path)
+        # Replacing nothing with nothing makes no commit: then no row was written.
+        return WriteResult(rows_written=self._rows_written(path) if after != before else 0, version=after)
+
+    def _rows_written(self, path: str) -> Optional[int]:
+        metrics = self.history(path, limit=1)[0].get("operationMetrics") or {}
+        rows = metrics.get("numOutputRows")
+        return None if rows is None else int(rows)
+
+    def append(self, df: DataFrame, path: str, run_id: Optional[str] = None) -> None:
+        writer = df.write.format(self.format).mode("append")
+        if run_id:
+            writer = writer.option("userMetadata", run_id)
+        writer.save(path)
+
+    def upsert_row(self, spark, path, contract, row, key, run_id) -> None:
+        import pyarrow as pa
+
+        source = pa.Table.from_pylist([dict(zip(contract.column_names, row))], schema=_arrow_schema(contract))
+        (self._table(path).merge(source, predicate=f"target.{key} = source.{key}", source_alias="source",
+                                 target_alias="target", commit_properties=_commit_properties(run_id))
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+
+    def restore(self, path: str, version: int, run_id: str) -> None:
+        """Make `version` current again by a new commit: history keeps the versions after it."""
+        self._table(path).restore(version, commit_properties=_commit_properties(run_id))
+
+    def rollback_point(self, path: str) -> Rollback:
+        return DeltaRollback(self, path)
+
+
+class DeltaRollback(Rollback):
+    """Restore the previous version with delta-rs (the rejected version stays in the history for
+    inspection), or remove a table the write created."""
+
+    def __init__(self, store: DeltaStore, path: str) -> None:
+        self.store, self.path = store, path
+        self.previous_version = store.version(path)
+
+    def restore(self, run_id: str) -> Optional[int]:
+        if self.previous_version is None:
+            fs, inner = filesystem(self.path)
+            fs.delete_dir(inner)
+            log.warning("%s: removed the table this run had created", self.path)
+            return None
+        self.store.restore(self.path, self.previous_version, run_id)
+        return self.previous_version
+
+
+class ParquetStore(TableStore):
+    format = "parquet"
+
+    def exists(self, path: str) -> bool:
+        # A parquet table is its data files: Spark leaves a bare folder behind an empty write.
+        if not exists(path):
+            return False
+        fs, inner = filesystem(path)
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+        return any(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in infos)
+
+    def version(self, path: str) -> Optional[int]:
+        return None
+
+    def history(self, path: str, limit: Optional[int] = None) -> list[dict]:
+        return []
+
+    def read_rows(self, path: str, columns: list[str]) -> list[dict]:
+        import pyarrow.dataset as ds
+
+        fs, inner = filesystem(path)
+        return ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
+
+    def rows(self, spark, path: str, subsets: Optional[Sequence[str]] = None) -> int:
+        df = self.read(spark, path)
+        return (df.filter(replace_predicate({"subset": subsets})) if subsets is not None else df).count()
+
+    def _save(self, spark, writer, path, replace, run_id) -> WriteResult:
+        if replace:
+            # Dynamic overwrite only replaces partitions the new rows land in; an emptied subset
+            # would keep its old rows. So: drop the named partitions, then append.
+            _delete_partitions(path, replace)
+            writer = writer.mode("append")
+        writer.save(path)
+        if not self.exists(path):
+            return WriteResult(rows_written=0, version=None)
+        written = self.read(spark, path)
+        if replace:
+            written = written.filter(replace_predicate(replace))
+        return WriteResult(rows_written=written.count(), version=None)
+
+    def append(self, df: DataFrame, path: str, run_id: Optional[str] = None) -> None:
+        df.write.format(self.format).mode("append").save(path)
+
+    def upsert_row(self, spark, path, contract, row, key, run_id) -> None:
+        # The bookkeeping tables are small: rewrite the table whole.
+        position = contract.column_names.index(key)
+        others = [tuple(r) for r in self.read(spark, path).collect() if r[key] != row[position]]
+        spark.createDataFrame(others + [row], contract.ddl).write.mode("overwrite").format(self.format).save(path)
+
+    def rollback_point(self, path: str) -> Rollback:
+        return ParquetRollback(path)
+
+    def _refresh(self, spark, name: str, partitioned: bool) -> None:
+        # A catalog table over plain files knows only the partitions and files it has seen.
+        if partitioned:
+            spark.sql(f"alter table {DATABASE}.{name} recover partitions")
+        spark.sql(f"refresh table {DATABASE}.{name}")
+
+
+class ParquetRollback(Rollback):
+    """A copy of the table's files, put back on restore (local warehouses only)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._backup = None
+        if exists(path):
+            if "://" in path:
+                raise NotImplementedError(f"{path}: parquet tables on object storage cannot be rolled back")
+            self._backup = path.rstrip("/") + ".rollback"
+            shutil.rmtree(self._backup, ignore_errors=True)
+            shutil.copytree(path, self._backup)
+
+    def restore(self, run_id: str) -> Optional[int]:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._backup:
+            shutil.move(self._backup, self.path)
+        return None
+
+    def discard(self) -> None:
+        if self._backup:
+            shutil.rmtree(self._backup, ignore_errors=True)
+
+
+STORES = {store.format: store for store in (DeltaStore, ParquetStore)}
+
+
+def table_store(config: Config) -> TableStore:
+    """The store for the config's table format, reaching object storage with the config's S3 settings."""
+    return STORES[config.format](S3Settings.from_config(config))
+
+
 def replace_predicate(replace: Mapping[str, Sequence[str]]) -> str:
     return " and ".join(f"{column} in ({', '.join(sql_string(v) for v in values)})"
                         for column, values in replace.items())
@@ -38,38 +326,6 @@ def replace_predicate(replace: Mapping[str, Sequence[str]]) -> str:
 
 def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def write_table(spark, df: DataFrame, path: str, fmt: str, partition_by: Sequence[str],
-                replace: Optional[Mapping[str, Sequence[str]]] = None,
-                run_id: Optional[str] = None) -> WriteResult:
-    """Overwrite the table at `path`; with `replace`, only the partitions it names."""
-    partial = bool(replace) and set(replace) <= set(partition_by) and table_exists(path, fmt)
-    predicate = replace_predicate(replace) if partial else None
-    if predicate:
-        df = df.filter(predicate)
-    writer = df.write.format(fmt).mode("overwrite")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    if fmt == "delta":
-        writer = writer.option("replaceWhere", predicate) if predicate else writer.option("overwriteSchema", "true")
-        if run_id:
-            writer = writer.option("userMetadata", run_id)
-        before = delta_version(path)
-        writer.save(path)
-        after = delta_version(path)
-        # Replacing nothing with nothing makes no commit: then no row was written.
-        return WriteResult(rows_written=_delta_rows_written(path) if after != before else 0, version=after)
-    if predicate:
-        # Dynamic overwrite only replaces partitions the new rows land in; an emptied subset
-        # would keep its old rows. So: drop the named partitions, then append.
-        _delete_partitions(path, replace)
-        writer = writer.mode("append")
-    writer.save(path)
-    if not table_exists(path, fmt):
-        return WriteResult(rows_written=0, version=None)
-    written = spark.read.format(fmt).load(path)
-    return WriteResult(rows_written=(written.filter(predicate) if predicate else written).count(), version=None)
 
 
 def _delete_partitions(path: str, replace: Mapping[str, Sequence[str]]) -> None:
@@ -82,110 +338,15 @@ def _delete_partitions(path: str, replace: Mapping[str, Sequence[str]]) -> None:
             fs.delete_dir(folder)
 
 
-def append_rows(df: DataFrame, path: str, fmt: str, run_id: Optional[str] = None) -> None:
-    """Blind append (safe to retry): the run bookkeeping tables grow by one run at a time."""
-    writer = df.write.format(fmt).mode("append")
-    if fmt == "delta" and run_id:
-        writer = writer.option("userMetadata", run_id)
-    writer.save(path)
+def _commit_properties(run_id: str):
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata={"userMetadata": run_id})
 
 
-def table_exists(path: str, fmt: str) -> bool:
-    if fmt == "delta":
-        from deltalake import DeltaTable
+def _arrow_schema(contract: Contract):
+    import pyarrow as pa
 
-        return DeltaTable.is_deltatable(path)
-    # A parquet table is its data files: Spark leaves a bare folder behind an empty write.
-    if not exists(path):
-        return False
-    fs, inner = filesystem(path)
-    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    return any(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in infos)
-
-
-def delta_version(path: str) -> Optional[int]:
-    from deltalake import DeltaTable
-
-    return DeltaTable(path).version() if DeltaTable.is_deltatable(path) else None
-
-
-def _delta_rows_written(path: str) -> Optional[int]:
-    from deltalake import DeltaTable
-
-    metrics = DeltaTable(path).history(limit=1)[0].get("operationMetrics") or {}
-    rows = metrics.get("numOutputRows")
-    return None if rows is None else int(rows)
-
-
-def table_rows(spark, path: str, fmt: str, subsets: Optional[Sequence[str]] = None) -> int:
-    """Rows in the table's current version (only `subsets`' partitions when given).
-
-    Delta: summed from the log's per-file record counts, no data scanned.
-    """
-    if fmt == "delta":
-        from deltalake import DeltaTable
-
-        actions = DeltaTable(path).get_add_actions(flatten=True)
-        counts = actions.column("num_records").to_pylist()
-        if subsets is not None and "partition.subset" in actions.column_names:
-            keep = [value in subsets for value in actions.column("partition.subset").to_pylist()]
-            counts = [count for count, kept in zip(counts, keep) if kept]
-        return sum(count or 0 for count in counts)
-    df = spark.read.format(fmt).load(path)
-    return (df.filter(replace_predicate({"subset": subsets})) if subsets is not None else df).count()
-
-
-class Rollback:
-    """Taken before a write; `restore()` makes the previous state current again.
-
-    Delta: restore the previous version with delta-rs (a new commit; history keeps the rejected
-    version for inspection), or remove a table this write created. Parquet: put back a copy.
-    """
-
-    def __init__(self, path: str, fmt: str) -> None:
-        self.path, self.fmt = path, fmt
-        self.previous_version = delta_version(path) if fmt == "delta" else None
-        self._backup = None
-        if fmt != "delta" and exists(path):
-            if "://" in path:
-                raise NotImplementedError(f"{path}: parquet tables on object storage cannot be rolled back")
-            self._backup = path.rstrip("/") + ".rollback"
-            shutil.rmtree(self._backup, ignore_errors=True)
-            shutil.copytree(path, self._backup)
-
-    def restore(self, run_id: str) -> Optional[int]:
-        """Undo the write; returns the version now current (None when the table is gone)."""
-        if self.fmt == "delta":
-            from deltalake import CommitProperties, DeltaTable
-
-            if self.previous_version is None:
-                self._remove_table()
-                return None
-            DeltaTable(self.path).restore(self.previous_version,
-                                          commit_properties=CommitProperties(custom_metadata={"userMetadata": run_id}))
-            return self.previous_version
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self._backup:
-            shutil.move(self._backup, self.path)
-        return None
-
-    def discard(self) -> None:
-        if self._backup:
-            shutil.rmtree(self._backup, ignore_errors=True)
-
-    def _remove_table(self) -> None:
-        fs, inner = filesystem(self.path)
-        fs.delete_dir(inner)
-        log.warning("%s: removed the table this run had created", self.path)
-
-
-def register_table(spark, name: str, path: str, fmt: str, partitioned: bool) -> None:
-    """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
-    if not table_exists(path, fmt):  # e.g. a parquet table whose only write was empty
-        spark.sql(f"drop table if exists {DATABASE}.{name}")
-        return
-    spark.sql(f"create table if not exists {DATABASE}.{name} using {fmt} location {sql_string(path)}")
-    if fmt != "delta":
-        if partitioned:
-            spark.sql(f"alter table {DATABASE}.{name} recover partitions")
-        spark.sql(f"refresh table {DATABASE}.{name}")
+    types = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(),
+             "float": pa.float32(), "boolean": pa.bool_()}
+    return pa.schema([(c.name, types[c.type]) for c in contract.columns])
