@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import demo_config, read_delta
+from helpers import demo_config, read_delta
 from etl.engine.session import open_session
 from etl.project.config import load_config
 from etl.warehouse.store import DeltaStore, ParquetStore, table_store
