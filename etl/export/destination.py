@@ -50,14 +50,14 @@ def check_out(out: str, pipeline_folders: Mapping[str, str]) -> None:
             raise DestinationError(f"--out: {out!r} has an empty, '.' or '..' part; object keys are not resolved "
                                    "like paths, so name the bucket and prefix plainly")
     elif os.path.exists(out) and not os.path.isdir(out):
-        raise DestinationError(f"--out: {out} is a file; name a folder for the export")
+        raise DestinationError(f"--out: {out!r} is a file; name a folder for the export")
     target = normal_location(out)
     for folder, kind in pipeline_folders.items():
         root = normal_location(folder)
         relation = ("is" if target == root else "is inside" if is_within(target, root)
                     else "contains" if is_within(root, target) else None)
         if relation:
-            raise DestinationError(f"--out: {out} {relation} {kind} {folder}; export to a folder of its own")
+            raise DestinationError(f"--out: {out!r} {relation} {kind} {folder}; export to a folder of its own")
 
 
 def staging_root(out: str) -> Path:
@@ -88,17 +88,18 @@ def claim(target: ExportTarget, out: str, export_id: str, overwrite: bool) -> No
     in_the_way = [name for name in foreign if name.startswith(f"{SHARDS_DIR}/") or name.endswith((".parquet", ".json"))]
     if foreign and not exports and not overwrite:
         beside = "" if in_the_way else ", or pass --overwrite to export beside these files"
-        raise DestinationError(f"--out: {out} is not empty and holds no export ({_names(foreign)}); "
+        raise DestinationError(f"--out: {out!r} is not empty and holds no export ({_names(foreign)}); "
                                f"choose an empty folder{beside}")
     if in_the_way:
-        raise DestinationError(f"--out: {out} holds files no export wrote where img2dataset reads ({_names(in_the_way)}); "
-                               "move them away or choose another folder (--overwrite removes only what exports wrote)")
+        raise DestinationError(f"--out: {out!r} holds files no export wrote where img2dataset reads "
+                               f"({_names(in_the_way)}); move them away or choose another folder (--overwrite "
+                               "removes only what exports wrote)")
     if overwrite:
         target.remove([name for name in owners if not name.startswith(f"{LOCAL_STAGING}/")])
         discard_staging(staging, staged)
     elif exports - {export_id}:
         others = [name for name, owner in owners.items() if owner in exports - {export_id}]
-        raise DestinationError(f"--out: {out} holds {_another_export(manifest, export_id, others)}; pass --overwrite "
+        raise DestinationError(f"--out: {out!r} holds {_another_export(manifest, export_id, others)}; pass --overwrite "
                                "to replace it, or choose another folder")
 
 

@@ -174,7 +174,8 @@ class S3Target:
     def remove(self, names: list[str]) -> None:
         for first in range(0, len(names), DELETE_BATCH):
             batch = [{"Key": self._key(name)} for name in names[first:first + DELETE_BATCH]]
-            failed = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors")
-            if failed:
-                raise RuntimeError(f"s3://{self.bucket}/{failed[0]['Key']}: could not delete it: {failed[0].get('Code')} "
-                                   f"{failed[0].get('Message', '')}".rstrip())
+            deleted = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if deleted.get("Errors"):
+                failed = deleted["Errors"][0]
+                raise RuntimeError(f"s3://{self.bucket}/{failed['Key']}: not deleted: {failed.get('Code')} "
+                                   f"{failed.get('Message', '')}".rstrip())
