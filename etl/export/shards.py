@@ -79,7 +79,7 @@ class ExportResult:
 
 def plan_export(config: Config, request: ExportRequest, pipeline_folders: Mapping[str, str]) -> ExportPlan:
     """Check the request, fix the table version and claim the destination: every refusal happens
-    here, before any engine starts. `pipeline_folders` (folder -> what it is) are kept out of."""
+    here, before any engine starts. The export stays out of `pipeline_folders` (folder -> what it is)."""
     validate_request(config, request, pipeline_folders)
     path = _wide_table().path(config)
     version = delta_version(path) if config.format == "delta" else None
