@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     chosen = export.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--preset", help="a filter preset from conf/presets.yaml (e.g. sd2, laion_art)")
     chosen.add_argument("--where", help="a boolean expression over the wide table's columns")
-    export.add_argument("--out", required=True, help="export folder: local path or s3://bucket/prefix")
-    export.add_argument("--rows-per-shard", type=positive_int, default=10_000)
+    export.add_argument("--out", required=True, help="export folder: local path or s3://bucket/prefix, empty or "
+                        "holding this same export (rerun: nothing to do, or resume)")
+    export.add_argument("--rows-per-shard", type=positive_int, default=10_000, help="rows per shard (default: 10000)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace what earlier exports wrote in --out and keep every other file (default: refuse "
+                             "a folder holding anything but this export)")
     export.add_argument("--columns", type=comma_list, help="extra columns beside URL and TEXT "
                         "(default: similarity,hash,punsafe,pwatermark,aesthetic_score,language)")
 
@@ -220,19 +224,20 @@ def _dq(args, config: Config, submitted: bool) -> int:
 
 
 def _export(args, config: Config, submitted: bool) -> int:
-    from etl.export.shards import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, validate_request
+    from etl.export.destination import DestinationError
+    from etl.export.shards import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, plan_export
     from etl.export.filters import FilterError, resolve_filter, wide_table_columns
     from etl.engine.session import open_session
 
     try:
         chosen = resolve_filter(args.preset, args.where, wide_table_columns())
         request = ExportRequest(filter=chosen, out=args.out, rows_per_shard=args.rows_per_shard,
-                                columns=tuple(args.columns or DEFAULT_COLUMNS))
-        validate_request(config, request)
-    except (FilterError, ExportError) as exc:
+                                columns=tuple(args.columns or DEFAULT_COLUMNS), overwrite=args.overwrite)
+        plan = plan_export(config, request, pipeline_folders(config))
+    except (FilterError, ExportError, DestinationError) as exc:
         raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted) as spark:
-        result = export_shards(spark, config, request)
+        result = export_shards(spark, config, plan)
     totals = result.manifest["totals"]
     state = "already complete, nothing written" if result.skipped else "written"
     print(f"export {state}: {totals['rows']:,} rows in {totals['shards']} shards "
@@ -276,7 +281,7 @@ def _sql(args, config: Config, submitted: bool) -> int:
     from etl.warehouse.query import interactive_prompt, run_statements
     from etl.warehouse.read_only_sql import ReadOnlyError, check_read_only, split_statements
 
-    roots = readable_roots(config)
+    roots = list(pipeline_folders(config))
     if args.query:  # refused before any engine starts
         try:
             for statement in split_statements(args.query):
@@ -293,12 +298,18 @@ def _sql(args, config: Config, submitted: bool) -> int:
     return EXIT_OK
 
 
-def readable_roots(config: Config) -> list[str]:
-    """What the analyst prompt may read by path: the warehouse, the source and image folders."""
+def pipeline_folders(config: Config) -> dict[str, str]:
+    """The warehouse, the image and the source folders, each with what it is: the analyst prompt
+    reads paths only under them, an export writes only outside them."""
     from etl.ingest.storage import glob_root
 
     globs = [g for subset in config.sources for g in (*subset.base, *subset.joined, *subset.aesthetic)]
-    return [config.warehouse, *config.images, *(glob_root(g) for g in globs)]
+    folders = {config.warehouse: "the warehouse"}
+    for folder in config.images:
+        folders.setdefault(folder, "the image folder")
+    for folder in map(glob_root, globs):
+        folders.setdefault(folder, "the source folder")
+    return folders
 
 
 def _tables(config: Config, submitted: bool) -> int:

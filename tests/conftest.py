@@ -1,4 +1,4 @@
-"""Fixtures and hooks only: the CLI in-process, img2dataset, an S3 server. Helpers are in helpers.py."""
+"""Fixtures and hooks only: the CLI in-process, no engine, img2dataset, an S3 server. Helpers are in helpers.py."""
 
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    """Fail the test if anything opens an engine session."""
+    import etl.engine.session
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an engine session was opened")
+
+    monkeypatch.setattr(etl.engine.session, "open_session", refuse)
 
 
 @pytest.fixture

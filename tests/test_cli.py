@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-import etl.engine.session
 from etl.cli import main
 from etl.project.tables import discover_tables
 from helpers import one_line, read_delta
@@ -153,16 +152,6 @@ def test_sql_and_tables_take_config_and_report_bad_config(cli, tmp_path, command
 
 
 # --- missing inputs: exit 2 before any engine starts ------------------------------------------
-
-
-@pytest.fixture
-def no_engine(monkeypatch):
-    """Fail the test if anything opens an engine session."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("an engine session was opened")
-
-    monkeypatch.setattr(etl.engine.session, "open_session", refuse)
 
 
 def test_glob_matching_nothing_exits_2_naming_subset_family_and_glob(cli, tmp_path, planted_root, no_engine):

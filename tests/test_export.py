@@ -1,4 +1,5 @@
-"""Export: shards img2dataset reads as they are, deterministic, resumable, local and on S3."""
+"""Export: shards img2dataset reads as they are, deterministic, resumable, local and on S3, written only
+into folders the export owns."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from deltalake import DeltaTable
 
 from etl.cli import main
-from helpers import build_synthetic, read_delta
+from helpers import build_synthetic, demo_config, one_line, read_delta
 
 SD2 = "language = 'en' and aesthetic_score >= 4.5 and punsafe <= 0.98 and width >= 512 and height >= 512"
 
@@ -112,11 +113,8 @@ def test_an_interrupted_export_resumes_without_restaging(built, run_cli, monkeyp
     ("hash in (select hash from laion.ods_laion_base)", "subquer"),
     ("nope > 1", "nope"),
 ])
-def test_a_bad_where_is_refused_before_any_work(built, run_cli, monkeypatch, where, message):
-    import etl.engine.session
-
+def test_a_bad_where_is_refused_before_any_work(built, run_cli, no_engine, where, message):
     root, config = built
-    monkeypatch.setattr(etl.engine.session, "open_session", lambda *a, **k: pytest.fail("an engine was started"))
     code, _, err = run_cli("export", "--config", str(config), "--where", where, "--out", str(root / "bad"))
     assert code == 2 and message in err.lower() and len(err.strip().splitlines()) == 1
     assert not (root / "bad").exists()
@@ -159,6 +157,165 @@ def test_a_failed_s3_export_does_not_block_the_same_export_to_another_prefix(bui
     assert run_cli(*args, "--out", "s3://retries/first")[0] == 0  # and the first one resumes
     first = json.loads(client.get_object(Bucket="retries", Key="first/manifest.json")["Body"].read())
     assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+
+# --- an export writes only into folders of its own -------------------------------------------------
+
+def users_files() -> dict[str, bytes]:
+    """What a user may keep in a folder: shards and a manifest of their own (where img2dataset
+    globs, and named as an export names them) and notes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"URL": ["https://example.com/mine.jpg"], "TEXT": ["mine"]}), sink)
+    mine = sink.getvalue().to_pybytes()
+    return {"shards/part-00000.parquet": mine, "shards/part-00009.parquet": mine,
+            "manifest.json": b'{"my": "own manifest"}\n', "notes.txt": b"mine\n"}
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def objects_in(client, bucket: str) -> dict[str, bytes]:
+    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def without_folder(manifest: bytes) -> dict:
+    """A manifest less its img2dataset command, the one field that names the export folder."""
+    return {key: value for key, value in json.loads(manifest).items() if key != "img2dataset"}
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_folder_that_is_not_an_export_is_refused_and_left_as_it_was(built, run_cli, no_engine, overwrite):
+    root, config = built
+    out = root / f"users-{len(overwrite)}"
+    write_files(out, users_files())
+    code, _, err = run_cli("export", "--config", str(config), "--preset", "sd2", "--out", str(out), *overwrite)
+    line = one_line(err)
+    assert code == 2 and "manifest.json" in line and "shards/part-00000.parquet" in line, line
+    assert files_in(out) == users_files()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_prefix_that_is_not_an_export_is_refused_and_left_as_it_was(built, run_cli, s3_env, no_engine, overwrite):
+    root, config = built
+    client = boto3.client("s3", endpoint_url=s3_env)
+    bucket = f"users-{len(overwrite)}"
+    client.create_bucket(Bucket=bucket)
+    for name, data in users_files().items():
+        client.put_object(Bucket=bucket, Key=f"mine/{name}", Body=data)
+    code, _, err = run_cli("export", "--config", str(config), "--preset", "sd2", "--out", f"s3://{bucket}/mine",
+                           *overwrite)
+    line = one_line(err)
+    assert code == 2 and "manifest.json" in line and "shards/part-00000.parquet" in line, line
+    assert objects_in(client, bucket) == {f"mine/{name}": data for name, data in users_files().items()}
+
+
+@pytest.mark.parametrize("other", [["--where", "aesthetic_score > 6"], ["--preset", "sd2", "--rows-per-shard", "250"]],
+                         ids=["another filter", "another shard size"])
+def test_a_folder_holding_another_export_is_refused_without_overwrite(built, run_cli, request, other):
+    root, config = built
+    out = root / f"kept-{len(other)}"
+    assert run_cli("export", "--config", str(config), "--preset", "sd2", "--rows-per-shard", "300",
+                   "--out", str(out))[0] == 0
+    before = files_in(out)
+    request.getfixturevalue("no_engine")
+    code, _, err = run_cli("export", "--config", str(config), *other, "--out", str(out))
+    line = one_line(err)
+    assert code == 2 and json.loads(before["manifest.json"])["filter"]["where"] in line and "--overwrite" in line, line
+    assert files_in(out) == before
+
+
+def test_overwrite_replaces_only_what_exports_wrote_and_equals_a_fresh_export(built, run_cli, monkeypatch):
+    import etl.export.object_store as store
+
+    root, config = built
+    out, fresh = root / "replaced", root / "replaced-fresh"
+    base = ["export", "--config", str(config)]
+    sd2 = ["--preset", "sd2", "--rows-per-shard", "300"]
+    write_files(out, {"notes.txt": b"mine\n"})
+    assert run_cli(*base, "--where", "aesthetic_score > 5", "--rows-per-shard", "100", "--out", str(out),
+                   "--overwrite")[0] == 0
+    many_shards = len(list((out / "shards").iterdir()))
+    real_put = die_after(monkeypatch, store.LocalTarget, 1)
+    with pytest.raises(KeyboardInterrupt):  # a second export replaces that one and is killed while publishing
+        main([*base, "--where", "width >= 512", "--rows-per-shard", "200", "--out", str(out), "--overwrite"])
+    monkeypatch.setattr(store.LocalTarget, "put_file", real_put)
+    assert (out / "_staging").exists() and not (out / "manifest.json").exists()
+
+    assert run_cli(*base, *sd2, "--out", str(out), "--overwrite")[0] == 0
+    assert run_cli(*base, *sd2, "--out", str(fresh))[0] == 0
+    replaced, expected = files_in(out), files_in(fresh)
+    assert replaced.pop("notes.txt") == b"mine\n"
+    assert without_folder(replaced.pop("manifest.json")) == without_folder(expected.pop("manifest.json"))
+    assert replaced == expected and len(expected) - 1 < many_shards  # shards and _SUCCESS, byte for byte
+
+
+def test_overwrite_on_object_storage_replaces_only_what_an_export_wrote(built, run_cli, s3_env):
+    root, config = built
+    client = boto3.client("s3", endpoint_url=s3_env)
+    client.create_bucket(Bucket="replaced")
+    client.put_object(Bucket="replaced", Key="sd2/notes.txt", Body=b"mine\n")
+    client.put_object(Bucket="replaced", Key="sd2-next-door/manifest.json", Body=b"{}")  # beside --out, not in it
+    base = ["export", "--config", str(config)]
+    sd2 = ["--preset", "sd2", "--rows-per-shard", "400"]
+    assert run_cli(*base, "--where", "aesthetic_score > 5", "--rows-per-shard", "100", "--out", "s3://replaced/sd2",
+                   "--overwrite")[0] == 0
+    assert run_cli(*base, *sd2, "--out", "s3://replaced/sd2", "--overwrite")[0] == 0
+    assert run_cli(*base, *sd2, "--out", "s3://replaced/fresh")[0] == 0
+    objects = objects_in(client, "replaced")
+    replaced = {key[len("sd2/"):]: data for key, data in objects.items() if key.startswith("sd2/")}
+    expected = {key[len("fresh/"):]: data for key, data in objects.items() if key.startswith("fresh/")}
+    assert replaced.pop("notes.txt") == b"mine\n" and objects["sd2-next-door/manifest.json"] == b"{}"
+    assert without_folder(replaced.pop("manifest.json")) == without_folder(expected.pop("manifest.json"))
+    assert replaced == expected
+
+
+@pytest.mark.parametrize("out, relation", [  # the warehouse: test_faults_hygiene.py
+    ("sources/laion2B-en/exports", "is inside the source folder"),
+    ("sources", "contains the source folder"),
+    ("linked-sources/laion2B-multi-joined/exports", "is inside the source folder"),
+    ("warehouse/../sources/laion1B-nolang-aesthetic", "is the source folder"),
+    ("downloads/sd2/exports", "is inside the image folder"),
+])
+def test_out_overlapping_a_source_or_an_image_folder_is_refused(built, run_cli, no_engine, out, relation):
+    root, config = built
+    with_images = root / "with-images.yaml"
+    with_images.write_text(config.read_text().replace("images: []", f"images: [{root / 'downloads/sd2'}]"))
+    (root / "downloads/sd2").mkdir(parents=True, exist_ok=True)
+    if not (root / "linked-sources").exists():
+        (root / "linked-sources").symlink_to(root / "sources")
+    before = files_in(root)
+    code, _, err = run_cli("export", "--config", str(with_images), "--preset", "sd2", "--out", f"{root}/{out}")
+    line = one_line(err)
+    assert code == 2 and relation in line, line
+    assert files_in(root) == before
+
+
+@pytest.mark.parametrize("out, relation", [
+    ("s3://lake/warehouse/exports", "is inside the warehouse"),
+    ("s3://lake", "contains the warehouse"),
+    ("s3://lake/sources/laion2B-en/exports", "is inside the source folder"),
+    ("s3://lake/sources/laion2B-en-joined/", "is the source folder"),
+    ("s3://lake/sources", "contains the image folder"),
+    ("s3://lake/sources/images/exports", "is inside the image folder"),
+])
+def test_out_overlapping_an_object_storage_prefix_is_refused(tmp_path, run_cli, no_engine, monkeypatch, out,
+                                                             relation):
+    config = demo_config("s3://lake/sources", "s3://lake/warehouse", tmp_path / "on-s3.yaml")
+    # Were the check missing, nothing may leave the loopback looking for the table.
+    config.write_text(config.read_text() + "s3:\n  endpoint: http://127.0.0.1:9\n  max_attempts: 1\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")
+    code, _, err = run_cli("export", "--config", str(config), "--preset", "sd2", "--out", out)
+    line = one_line(err)
+    assert code == 2 and relation in line, line
 
 
 def test_clip_input_lists_webdataset_shards(tmp_path, run_cli):

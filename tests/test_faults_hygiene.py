@@ -274,16 +274,13 @@ def test_preset_names_in_the_presets_file_are_checked(tmp_path, name):
     ("s3://exports/a//b", "has an empty, '.' or '..' part"),
     ("s3://exports/./a", "has an empty, '.' or '..' part"),
     ("s3://", "has an empty, '.' or '..' part"),
-    ("{wh}", "overlaps the warehouse"),
-    ("{wh}/dms/dms_laion_wide", "overlaps the warehouse"),
-    ("{wh}/../wh/meta", "overlaps the warehouse"),
-    ("{root}", "overlaps the warehouse"),
+    ("{wh}", "is the warehouse"),
+    ("{wh}/dms/dms_laion_wide", "is inside the warehouse"),
+    ("{wh}/../wh/meta", "is inside the warehouse"),
+    ("{root}", "contains the warehouse"),
 ])
-def test_export_folder_cannot_overlap_the_warehouse_or_climb_out_of_its_bucket(cli_config, run_cli, monkeypatch,
+def test_export_folder_cannot_overlap_the_warehouse_or_climb_out_of_its_bucket(cli_config, run_cli, no_engine,
                                                                                 out, message):
-    import etl.engine.session
-
-    monkeypatch.setattr(etl.engine.session, "open_session", lambda *a, **k: pytest.fail("an engine was started"))
     root = cli_config.parent
     out = out.format(wh=root / "wh", root=root)
     code, _, err = run_cli("export", "--config", str(cli_config), "--where", "width > 1", "--out", out)

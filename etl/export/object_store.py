@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 from etl.s3_settings import S3Settings
 
+DELETE_BATCH = 1000  # the most keys one S3 DeleteObjects request takes
+
 
 class ExportTarget(Protocol):
     def read_json(self, name: str) -> Optional[dict]: ...
@@ -26,6 +28,9 @@ class ExportTarget(Protocol):
     def write_bytes(self, name: str, data: bytes) -> None: ...
     def put_file(self, local: Path, name: str) -> None: ...
     def stats(self, name: str) -> Optional[dict]: ...
+    def list_files(self) -> list[str]: ...
+    def export_written(self, name: str) -> bool: ...
+    def remove(self, names: list[str]) -> None: ...
 
 
 def target_for(out: str, settings: S3Settings) -> ExportTarget:
@@ -71,6 +76,25 @@ class LocalTarget:
     def stats(self, name: str) -> Optional[dict]:
         path = self.root / name
         return file_stats(path) if path.is_file() else None
+
+    def list_files(self) -> list[str]:
+        """Every file below the folder; a link to a folder counts as a file (it is not followed)."""
+        names = []
+        for folder, subfolders, files in os.walk(self.root):
+            linked = [sub for sub in subfolders if os.path.islink(os.path.join(folder, sub))]
+            names += [Path(folder, name).relative_to(self.root).as_posix() for name in files + linked]
+        return sorted(names)
+
+    def export_written(self, name: str) -> bool:
+        return False  # a local file carries no mark of its writer
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:
+            (self.root / name).unlink()
+        emptied = {(self.root / name).parent for name in names} - {self.root}
+        for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 class S3Target:
@@ -121,3 +145,22 @@ class S3Target:
             return None
         meta = head.get("Metadata", {})
         return {"rows": int(meta["rows"]), "bytes": int(head["ContentLength"]), "sha256": meta["sha256"]}
+
+    def list_files(self) -> list[str]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        return sorted(item["Key"][len(start):] for page in pages for item in page.get("Contents", []))
+
+    def export_written(self, name: str) -> bool:
+        """Whether the object carries the row count and checksum an export uploads each shard with."""
+        head = self._head(name)
+        return head is not None and {"rows", "sha256"} <= set(head.get("Metadata", {}))
+
+    def remove(self, names: list[str]) -> None:
+        for first in range(0, len(names), DELETE_BATCH):
+            batch = [{"Key": self._key(name)} for name in names[first:first + DELETE_BATCH]]
+            deleted = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if deleted.get("Errors"):
+                failed = deleted["Errors"][0]
+                raise RuntimeError(f"s3://{self.bucket}/{failed['Key']}: not deleted: {failed.get('Code')} "
+                                   f"{failed.get('Message', '')}".rstrip())

@@ -13,6 +13,8 @@ boto3 for `s3://`) to their final zero-padded names, the manifest is written, `_
 
 Re-running the same export (same table version, filter, columns and shard size) is a no-op; an
 interrupted one resumes: a complete staging folder is not rewritten, finished shards are kept.
+Everything that can refuse an export (the request, the destination: etl.export.destination) is
+decided before any engine starts, and the table version is fixed then.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from etl.project.config import Config, is_remote
+from etl.project.config import Config
+from etl.export.destination import (MANIFEST, SHARDS_DIR, STAGING_DONE, SUCCESS, check_out, claim, discard_staging,
+                                    staging_root)
 from etl.export.filters import ResolvedFilter
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
@@ -41,7 +44,6 @@ log = logging.getLogger(__name__)
 
 WIDE_TABLE = "dms_laion_wide"
 DEFAULT_COLUMNS = ("similarity", "hash", "punsafe", "pwatermark", "aesthetic_score", "language")
-SHARDS_DIR, MANIFEST, SUCCESS, STAGING_DONE = "shards", "manifest.json", "_SUCCESS", "_STAGED"
 BUCKET_BITS = 12  # 4,096 hash buckets: small enough to collect, fine enough to spread the work
 SHARD_COLUMN = "_shard"
 
@@ -56,6 +58,15 @@ class ExportRequest:
     out: str
     rows_per_shard: int
     columns: tuple[str, ...]
+    overwrite: bool = False  # replace what earlier exports wrote in `out`
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """An export fixed before any engine starts: what was asked, the table version it reads, its id."""
+    request: ExportRequest
+    source: dict
+    identity: str
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,19 @@ class ExportResult:
     manifest: dict
 
 
-def validate_request(config: Config, request: ExportRequest) -> None:
+def plan_export(config: Config, request: ExportRequest, pipeline_folders: Mapping[str, str]) -> ExportPlan:
+    """Check the request, fix the table version and claim the destination: every refusal happens
+    here, before any engine starts. The export stays out of `pipeline_folders` (folder -> what it is)."""
+    validate_request(config, request, pipeline_folders)
+    path = _wide_table().path(config)
+    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format,
+              "version": table_store(config).version(path)}
+    plan = ExportPlan(request, source, export_id(source, request))
+    claim(target_for(request.out, S3Settings.from_config(config)), request.out, plan.identity, request.overwrite)
+    return plan
+
+
+def validate_request(config: Config, request: ExportRequest, pipeline_folders: Mapping[str, str]) -> None:
     """Refuse a bad request before any engine starts."""
     wide = {c.name for c in _wide_table().contract.columns}
     unknown = [c for c in request.columns if c not in wide]
@@ -75,24 +98,9 @@ def validate_request(config: Config, request: ExportRequest) -> None:
         raise ExportError(f"--columns: unknown column {unknown[0]!r} (known: {', '.join(sorted(wide))})")
     if request.rows_per_shard < 1:
         raise ExportError("--rows-per-shard must be at least 1")
-    _check_out(request.out, config.warehouse)
+    check_out(request.out, pipeline_folders)
     if not table_store(config).exists(_wide_table().path(config)):
         raise ExportError(f"laion.{WIDE_TABLE} is not built yet at {_wide_table().path(config)}: run build first")
-
-
-def _check_out(out: str, warehouse: str) -> None:
-    """The export folder is the user's; the shards must not land in the warehouse, nor the warehouse in it."""
-    if out.startswith("s3://"):
-        segments = out[len("s3://"):].rstrip("/").split("/")
-        if any(segment in ("", ".", "..") for segment in segments):
-            raise ExportError(f"--out: {out!r} has an empty, '.' or '..' part; object keys are not resolved "
-                              "like paths, so name the bucket and prefix plainly")
-    if is_remote(out) != is_remote(warehouse):
-        return
-    out_root, warehouse_root = (p if is_remote(p) else str(Path(p).resolve()) for p in (out, warehouse))
-    out_root, warehouse_root = out_root.rstrip("/") + "/", warehouse_root.rstrip("/") + "/"
-    if out_root.startswith(warehouse_root) or warehouse_root.startswith(out_root):
-        raise ExportError(f"--out: {out!r} overlaps the warehouse {warehouse}; export to a folder of its own")
 
 
 def _wide_table():
@@ -106,20 +114,14 @@ def export_id(source: dict, request: ExportRequest) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult:
-    path = _wide_table().path(config)
-    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format,
-              "version": table_store(config).version(path)}
-    identity = export_id(source, request)
+def export_shards(spark, config: Config, plan: ExportPlan) -> ExportResult:
+    request, source, identity = plan.request, plan.source, plan.identity
     target = target_for(request.out, S3Settings.from_config(config))
-    existing = target.read_json(MANIFEST)
-    if existing and existing.get("export_id") == identity and target.exists(SUCCESS):
+    existing = target.read_json(MANIFEST)  # the destination is claimed: a manifest there is this export's
+    if existing and target.exists(SUCCESS):
         log.info("%s already holds this export (%s); nothing to do", request.out, identity)
         return ExportResult(request.out, existing["totals"]["rows"], existing["totals"]["shards"], True, existing)
-    if existing and existing.get("export_id") != identity:
-        raise ExportError(f"{request.out} holds another export ({existing.get('filter', {}).get('where')!r} of "
-                          f"version {existing.get('source', {}).get('version')}); choose an empty folder")
-    staging = _staging_dir(config, request.out, identity)
+    staging = staging_root(request.out) / identity
     if not (staging / STAGING_DONE).exists():
         with step(f"[export] writing shards of laion.{WIDE_TABLE} where {request.filter.where}"):
             _stage(spark, config, source, request, staging)
@@ -128,19 +130,8 @@ def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult
     manifest = _manifest(identity, source, request, shards)
     target.write_bytes(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     target.write_bytes(SUCCESS, b"")
-    shutil.rmtree(staging, ignore_errors=True)
-    if not any(staging.parent.iterdir()):
-        staging.parent.rmdir()
+    discard_staging(staging.parent, [identity])
     return ExportResult(request.out, manifest["totals"]["rows"], len(shards), False, manifest)
-
-
-def _staging_dir(config: Config, out: str, identity: str) -> Path:
-    """Where the engine writes: beside a local export (outside `shards/`), else a local temp area
-    kept apart per destination (publishing moves staged shards to that destination only)."""
-    if not is_remote(out):
-        return Path(out) / "_staging" / identity
-    destination = hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "laion-etl-export" / destination / identity
 
 
 def _stage(spark, config: Config, source: dict, request: ExportRequest, staging: Path) -> None:

@@ -40,6 +40,22 @@ def glob_root(pattern: str) -> str:
     return prefix.rsplit("/", 1)[0] if prefix != pattern else pattern.rsplit("/", 1)[0]
 
 
+def normal_location(path: str) -> str:
+    """Where `path` points, in a form two locations compare in: local paths absolute with symlinks
+    and `..` resolved, URIs with a lower-case scheme and `.`, `..` and doubled slashes folded."""
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        return f"{scheme.lower()}://{os.path.normpath('/' + rest).lstrip('/')}"
+    if path.startswith("file:"):
+        path = path[len("file:"):]
+    return os.path.realpath(path)
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether `path` is `root` or lies under it (both as normal_location gives them)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def expand_glob(pattern: str) -> list[str]:
     """Files matching `pattern`, sorted; local patterns return absolute paths."""
     if not pattern.startswith("s3://"):

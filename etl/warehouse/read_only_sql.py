@@ -10,7 +10,6 @@ functions that read files are refused, and so are the functions that call into t
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Sequence
 
 import sqlglot
@@ -18,6 +17,8 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
+
+from etl.ingest.storage import is_within, normal_location
 
 DIALECT = "spark"
 READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery, exp.Describe)
@@ -99,15 +100,6 @@ def _check_table(table: exp.Table, roots: Sequence[str]) -> None:
 
 
 def _under_any(path: str, roots: Iterable[str]) -> bool:
-    target = _normal(path)
-    return any(target == root or target.startswith(root.rstrip("/") + "/") for root in map(_normal, roots))
-
-
-def _normal(path: str) -> str:
-    if "://" in path:
-        scheme, rest = path.split("://", 1)
-        return f"{scheme.lower()}://{os.path.normpath('/' + rest).lstrip('/')}"
-    if path.startswith("file:"):
-        path = path[len("file:"):]
-    return os.path.realpath(path)
+    target = normal_location(path)
+    return any(is_within(target, root) for root in map(normal_location, roots))
 
