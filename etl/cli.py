@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from etl.project.config import Config, ConfigError, load_config
+from etl.export.shards import DEFAULT_COLUMNS
+from etl.project.config import ENGINES, Config, ConfigError, load_config
+from etl.project.project import Project, load_project
 from etl.warehouse.lock import LockError
 from etl.redact import RedactingFormatter, redact
 from etl.ingest.sources import MissingInputError
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="export folder: local path or s3://bucket/prefix")
     export.add_argument("--rows-per-shard", type=positive_int, default=10_000)
     export.add_argument("--columns", type=comma_list, help="extra columns beside URL and TEXT "
-                        "(default: similarity,hash,punsafe,pwatermark,aesthetic_score,language)")
+                        f"(default: {','.join(DEFAULT_COLUMNS)})")
 
     clip = commands.add_parser("clip-input", help="clip-retrieval's --input_dataset for an img2dataset folder")
     clip.add_argument("folder", help="img2dataset output folder (webdataset format)")
@@ -91,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config file (see README)")
-    parser.add_argument("--engine", choices=("sail", "spark", "connect"), help="override the config's engine")
+    parser.add_argument("--engine", choices=ENGINES, help="override the config's engine")
+    parser.add_argument("--project-dir", type=Path, help="a project folder (sql/, expectations/, conf/) adding "
+                        "to or overriding the bundled tables, families and presets; overrides the config's project_dir")
 
 
 def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
@@ -108,19 +112,22 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _synth(args)
         if args.command == "clip-input":
             return _clip_input(args)
-        config = load_config(args.config, overrides={"engine": args.engine})
+        project_dir = str(args.project_dir.resolve()) if args.project_dir else None
+        config = load_config(args.config, overrides={"engine": args.engine, "project_dir": project_dir})
+        project = load_project(config.project_dir)
+        project.check(config)
         from etl.engine.session import export_s3_settings
 
         export_s3_settings(config)  # planning and request checks reach S3 before any engine starts
         if args.command == "build":
-            return _build(args, config, submitted)
+            return _build(args, project, config, submitted)
         if args.command == "sql":
-            return _sql(args, config, submitted)
+            return _sql(args, project, config, submitted)
         if args.command == "dq":
-            return _dq(args, config, submitted)
+            return _dq(args, project, config, submitted)
         if args.command == "export":
-            return _export(args, config, submitted)
-        return _tables(config, submitted)
+            return _export(args, project, config, submitted)
+        return _tables(project, config, submitted)
     except (ConfigError, MissingInputError) as exc:
         print(f"laion-etl: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -172,11 +179,11 @@ def _synth(args) -> int:
     return EXIT_OK
 
 
-def _build(args, config: Config, submitted: bool) -> int:
+def _build(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.plan import make_plan
     from etl.build.summary import format_plan, format_results
 
-    plan = make_plan(config, layers=args.layers, subsets=args.subsets, force=args.force)
+    plan = make_plan(project, config, layers=args.layers, subsets=args.subsets, force=args.force)
     if args.dry_run:
         print(format_plan(plan))
         return EXIT_OK
@@ -187,39 +194,38 @@ def _build(args, config: Config, submitted: bool) -> int:
     return _conclude(outcome)
 
 
-def _dq(args, config: Config, submitted: bool) -> int:
-    from etl.project.tables import discover_tables
+def _dq(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.runs import execute_dq
     from etl.build.summary import format_rule_failures
 
-    known = [t.name for t in discover_tables()]
-    unknown = [t for t in args.tables or [] if t not in known]
+    unknown = [t for t in args.tables or [] if t not in project.tables_by_name]
     if unknown:
-        raise ConfigError(f"--tables: unknown table {unknown[0]!r} (known: {', '.join(known)})")
-    outcome = execute_dq(config, args.tables, submitted=submitted)
+        raise ConfigError(f"--tables: unknown table {unknown[0]!r} (known: {', '.join(project.tables_by_name)})")
+    outcome = execute_dq(project, config, args.tables, submitted=submitted)
     print(format_rule_failures(outcome.quality))
     return _conclude(outcome)
 
 
-def _export(args, config: Config, submitted: bool) -> int:
-    from etl.export.shards import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, validate_request
-    from etl.export.filters import FilterError, resolve_filter, wide_table_columns
+def _export(args, project: Project, config: Config, submitted: bool) -> int:
+    from etl.export.shards import ExportError, ExportRequest, export_shards, validate_request
+    from etl.export.filters import FilterError, resolve_filter
     from etl.engine.session import open_session
 
     try:
-        chosen = resolve_filter(args.preset, args.where, wide_table_columns())
+        chosen = resolve_filter(args.preset, args.where, project.wide_table.contract.column_types,
+                                project.preset_files)
         request = ExportRequest(filter=chosen, out=args.out, rows_per_shard=args.rows_per_shard,
                                 columns=tuple(args.columns or DEFAULT_COLUMNS))
-        validate_request(config, request)
+        validate_request(project, config, request)
     except (FilterError, ExportError) as exc:
         raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted) as spark:
-        result = export_shards(spark, config, request)
+        result = export_shards(spark, project, config, request)
     totals = result.manifest["totals"]
     state = "already complete, nothing written" if result.skipped else "written"
     print(f"export {state}: {totals['rows']:,} rows in {totals['shards']} shards "
           f"({totals['bytes']:,} bytes) under {result.out}")
-    print(f"filter: {result.manifest['filter']['where']}  (laion.dms_laion_wide version "
+    print(f"filter: {result.manifest['filter']['where']}  ({result.manifest['source']['table']} version "
           f"{result.manifest['source']['version']})")
     print(f"download: {result.manifest['img2dataset']}")
     return EXIT_OK
@@ -251,13 +257,13 @@ def _conclude(outcome) -> int:
     return EXIT_FAILED if outcome.verdict == "fail" else EXIT_OK
 
 
-def _sql(args, config: Config, submitted: bool) -> int:
+def _sql(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.materialise import register_existing_tables
     from etl.warehouse.query import interactive_prompt, run_query
     from etl.engine.session import open_session
 
     with open_session(config, submitted=submitted) as spark:
-        register_existing_tables(spark, config)
+        register_existing_tables(spark, project, config)
         if args.query:
             print(run_query(spark, args.query, args.limit))
         else:
@@ -265,12 +271,12 @@ def _sql(args, config: Config, submitted: bool) -> int:
     return EXIT_OK
 
 
-def _tables(config: Config, submitted: bool) -> int:
+def _tables(project: Project, config: Config, submitted: bool) -> int:
     from etl.build.summary import format_tables, table_inventory
     from etl.engine.session import open_session
 
     with open_session(config, submitted=submitted) as spark:
-        print(format_tables(table_inventory(spark, config)))
+        print(format_tables(table_inventory(spark, project, config)))
     return EXIT_OK
 
 

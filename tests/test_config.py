@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from etl.project.config import ConfigError, load_config
+from etl.project.project import load_project
 
 VALID = """
 engine: sail
@@ -68,8 +69,8 @@ def test_valid_config_loads_with_its_values(tmp_path):
     assert config.spark.shuffle_partitions == 3
     assert config.subset_names == ("laion2B-en", "laion1B-nolang", "laion2B-multi")
     assert config.connect_url is None and config.s3_endpoint is None
-    assert set(config.layers) == {"ods", "dmd", "dms"}
-    assert config.layers["dms"].partition_by == ("subset",)
+    assert config.layers == {}  # the project's layer defaults apply
+    assert config.project_dir is None
 
 
 def test_relative_paths_resolve_against_the_config_folder_not_the_cwd(tmp_path, monkeypatch):
@@ -145,8 +146,9 @@ def test_shuffle_partitions_auto_is_the_default_spelled_out(tmp_path):
 
 def test_layers_section_overrides_defaults(tmp_path):
     config = load(tmp_path, MINIMAL + "layers:\n  dmd:\n    partition_by: []\n")
-    assert config.layers["dmd"].partition_by == ()
-    assert config.layers["ods"].partition_by == ("subset",)
+    tables = load_project().tables_by_name
+    assert tables["dmd_image_path_suffix_aesthetics"].partition_by(config) == ()
+    assert tables["ods_laion_base"].partition_by(config) == ("subset",)
 
 
 def test_s3_endpoint_is_read(tmp_path):
@@ -273,7 +275,7 @@ def test_explicit_overrides_beat_the_environment(tmp_path):
 ])
 def test_errors_name_the_key(tmp_path, text, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        load(tmp_path, text)
+        load_project().check(load(tmp_path, text))
 
 
 def test_connect_engine_with_sc_url_is_accepted(tmp_path):

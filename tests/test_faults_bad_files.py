@@ -13,10 +13,10 @@ import pytest
 
 from conftest import assert_same_rows, read_delta
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from planted import planted_config, write_planted_sources
 
-TABLES = {t.name: t for t in discover_tables()}
+TABLES = {t.name: t for t in load_project().tables}
 BASE_PART = "laion2B-en/part-00000.parquet"
 
 

@@ -23,10 +23,10 @@ from deltalake import DeltaTable
 
 from conftest import REPO, assert_same_rows, demo_config, read_delta
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from etl.synth import generate
 
-TABLES = {t.name: t for t in discover_tables()}
+TABLES = {t.name: t for t in load_project().tables}
 ROWS = 150_000
 
 
@@ -111,7 +111,7 @@ def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp
     from etl.project.config import load_config
     from etl.build.plan import make_plan
 
-    plan = make_plan(load_config(config))
+    plan = make_plan(load_project(), load_config(config))
     assert main(["-q", "build", "--config", str(config)]) == 0
     for name in TABLES:
         assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(reference, name)))

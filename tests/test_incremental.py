@@ -18,10 +18,10 @@ from deltalake import DeltaTable
 
 from conftest import assert_same_rows, read_delta
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from planted import planted_config, write_planted_sources
 
-TABLES = {t.name: t for t in discover_tables()}
+TABLES = {t.name: t for t in load_project().tables}
 EN, NOLANG = "laion2B-en", "laion1B-nolang"
 
 

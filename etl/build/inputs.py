@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Optional, Sequence
 
-from etl.project.tables import Table, discover_tables
+from etl.project.tables import Table
 
 WHOLE_TABLE = "*"
 SUBSET_COLUMN = "subset"
@@ -38,7 +38,7 @@ def planned_signatures(plan, recorded: dict[tuple[str, str], str]) -> dict[tuple
     """
     signatures: dict[tuple[str, str], Optional[str]] = {}
     planned = {t.name: t for t in plan.tables}
-    known = {t.name: t for t in discover_tables()}
+    known = plan.project.tables_by_name
     for table in plan.tables:
         for key in partition_keys(table, plan):
             upstream = []

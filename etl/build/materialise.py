@@ -13,7 +13,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 from pyspark.sql import functions as F
 
@@ -21,10 +21,11 @@ from etl.project.config import Config
 from etl.project.contracts import ContractError
 from etl.ingest.images import INDEX_DDL, index_batches
 from etl.build.inputs import WHOLE_TABLE
-from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_contract, meta_path
+from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
 from etl.build.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
 from etl.progress import step
-from etl.project.tables import DATABASE, Table, discover_tables
+from etl.project.project import Project
+from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
 from etl.ingest.sources import SourceError, accepted_rows, read_family, rejected_rows
 from etl.quality.validation import Validator, histograms
@@ -73,10 +74,10 @@ class BuildState:
         return sum(s.quarantined or 0 for s in self.steps)
 
 
-def register_existing_tables(spark, config: Config) -> list[Table]:
+def register_existing_tables(spark, project: Project, config: Config) -> list[Table]:
     """Register every table already in the warehouse, so SQL can name it `laion.<table>`."""
     present = []
-    for table in discover_tables():
+    for table in project.tables:
         path = table.path(config)
         if table_exists(path, config.format):
             register_table(spark, table.name, path, config.format, bool(table.partition_by(config)))
@@ -87,8 +88,8 @@ def register_existing_tables(spark, config: Config) -> list[Table]:
 def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     config = plan.config
     spark.conf.set("spark.sql.shuffle.partitions", str(plan.shuffle_partitions))
-    register_existing_tables(spark, config)
-    known = {t.name: t for t in discover_tables()}
+    register_existing_tables(spark, plan.project, config)
+    known = plan.project.tables_by_name
     _apply_bad_file_policy(spark, plan, state)
     for table in plan.tables:
         _require_upstream(config, known, table)
@@ -160,7 +161,7 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
         rule = refused_files_rule(table.name, files, FAIL if policy == "fail" else WARN)
         state.refusals[table.name] = rule
         if policy == "fail":
-            append_source_files(spark, plan.config, state.run_id, table.name, [], files, None)
+            append_source_files(spark, plan.project, plan.config, state.run_id, table.name, [], files, None)
             state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
                                               published=False, rules=[rule]))
     for file in refused:
@@ -180,9 +181,9 @@ def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], 
 
         files = [f for family in families for f in plan.source_files[family] if rebuilt(f)]
         refused = [f for family in families for f in plan.refused_files[family] if rebuilt(f)]
-        append_source_files(spark, plan.config, run_id, table.name, files, refused, version)
+        append_source_files(spark, plan.project, plan.config, run_id, table.name, files, refused, version)
     signatures = {key: plan.signatures[(table.name, key)] for key in keys}
-    append_table_inputs(spark, plan.config, run_id, table.name, signatures, version,
+    append_table_inputs(spark, plan.project, plan.config, run_id, table.name, signatures, version,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -231,7 +232,7 @@ def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Opt
     actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     problems = table.contract.schema_differences(actual)
     if problems:
-        raise ContractError(f"{table.name}: the SELECT in {table.sql_path.name} breaks its contract "
+        raise ContractError(f"{table.name}: the SELECT in {table.sql_file.name} breaks its contract "
                             f"{table.contract.path.name}: {'; '.join(problems)}")
     partition_by = table.partition_by(plan.config)
     whole = subsets is None or set(subsets) >= set(plan.config.subset_names)
@@ -244,7 +245,7 @@ def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Opt
 def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: str,
                       subsets: Optional[tuple[str, ...]]) -> Optional[int]:
     """Replace this table's quarantined rows for the subsets being built; return how many."""
-    contract = meta_contract(QUARANTINE)
+    contract = plan.project.meta_contracts[QUARANTINE]
     rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
                            F.lit(table.name).alias("ods_table"), "subset")
     replace = {"ods_table": [table.name], "subset": list(subsets or plan.subset_names)}
@@ -254,11 +255,11 @@ def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: st
     return written.rows_written
 
 
-def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> None:
+def _require_upstream(config: Config, known: Mapping[str, Table], table: Table) -> None:
     for name in table.upstream_tables:
         upstream = known.get(name)
         if upstream is None:
-            raise BuildError(f"{table.name}: {table.sql_path.name} reads {DATABASE}.{name}, which no sql/ file defines")
+            raise BuildError(f"{table.name}: {table.sql_file.name} reads {DATABASE}.{name}, which no sql/ file defines")
         if not table_exists(upstream.path(config), config.format):
             raise BuildError(f"{table.name}: needs {DATABASE}.{name}, which is not built yet at "
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
@@ -279,7 +280,7 @@ def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, 
             rows = [(s.name, s.language) for s in plan.config.sources]
             spark.createDataFrame(rows, "subset string, default_language string").createOrReplaceTempView(view)
         else:
-            raise BuildError(f"{table.name}: {table.sql_path.name} reads view {view!r}, which the framework does not provide")
+            raise BuildError(f"{table.name}: {table.sql_file.name} reads view {view!r}, which the framework does not provide")
     return rejected
 
 

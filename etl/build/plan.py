@@ -16,7 +16,8 @@ from etl.warehouse.store import table_exists
 from etl.ingest.images import list_shards
 from etl.build.inputs import partitions_to_build, planned_signatures
 from etl.warehouse.meta import recorded_signatures
-from etl.project.tables import LAYERS, Table, discover_tables
+from etl.project.project import Project
+from etl.project.tables import LAYERS, Table
 from etl.ingest.sources import FAMILIES, MissingInputError, RefusedFile, SourceError, SourceFile, resolve_files
 
 # Bytes of (compressed parquet) input per shuffle partition when the config says `auto`: big
@@ -39,6 +40,7 @@ class ImageShard:
 
 @dataclass
 class BuildPlan:
+    project: Project
     config: Config
     layers: tuple[str, ...]
     subsets: Optional[tuple[str, ...]]  # None: every configured subset, whole tables rewritten
@@ -81,7 +83,7 @@ class BuildPlan:
         source_bytes = sum(f.footer.size for files in self.source_files.values() for f in files)
         if source_bytes:
             return source_bytes
-        known = {t.name: t for t in discover_tables()}
+        known = self.project.tables_by_name
         planned = {t.name for t in self.tables}
         upstream = {name for t in self.tables for name in t.upstream_tables if name not in planned}
         return sum(tree_bytes(known[name].path(self.config)) for name in upstream if name in known)
@@ -105,7 +107,7 @@ class BuildPlan:
         return ", ".join(parts) or "-"
 
 
-def make_plan(config: Config, layers: Optional[Sequence[str]] = None,
+def make_plan(project: Project, config: Config, layers: Optional[Sequence[str]] = None,
               subsets: Optional[Sequence[str]] = None, force: bool = False) -> BuildPlan:
     chosen_layers = tuple(layers) if layers else LAYERS
     unknown = [layer for layer in chosen_layers if layer not in LAYERS]
@@ -116,8 +118,8 @@ def make_plan(config: Config, layers: Optional[Sequence[str]] = None,
         if missing:
             raise ConfigError(f"--subsets: {missing[0]!r} is not in the config's sources "
                               f"({', '.join(config.subset_names)})")
-    tables = [t for t in discover_tables() if t.layer in chosen_layers]
-    plan = BuildPlan(config=config, layers=chosen_layers, subsets=tuple(subsets) if subsets else None, tables=tables,
+    tables = [t for t in project.tables if t.layer in chosen_layers]
+    plan = BuildPlan(project=project, config=config, layers=chosen_layers, subsets=tuple(subsets) if subsets else None, tables=tables,
                      force=force)
     needed_views = {view for table in tables for view in table.input_views}
     for view, family in SOURCE_VIEWS.items():

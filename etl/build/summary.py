@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 
 from etl.project.config import Config
 from etl.build.inputs import WHOLE_TABLE
-from etl.project.tables import DATABASE, discover_tables
+from etl.project.project import Project
+from etl.project.tables import DATABASE
 from etl.warehouse.store import delta_version, table_exists, table_rows
 
 
@@ -88,10 +89,10 @@ class TableInfo:
     path: str
 
 
-def table_inventory(spark, config: Config) -> list[TableInfo]:
+def table_inventory(spark, project: Project, config: Config) -> list[TableInfo]:
     """Every table present in the warehouse with its current version and row count."""
     inventory = []
-    for table in discover_tables():
+    for table in project.tables:
         path = table.path(config)
         if not table_exists(path, config.format):
             continue

@@ -33,12 +33,12 @@ from etl.project.config import Config, is_remote
 from etl.export.filters import ResolvedFilter
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
-from etl.project.tables import discover_tables
+from etl.project.project import Project
+from etl.project.tables import DATABASE
 from etl.warehouse.store import delta_version, table_exists
 
 log = logging.getLogger(__name__)
 
-WIDE_TABLE = "dms_laion_wide"
 DEFAULT_COLUMNS = ("similarity", "hash", "punsafe", "pwatermark", "aesthetic_score", "language")
 SHARDS_DIR, MANIFEST, SUCCESS, STAGING_DONE = "shards", "manifest.json", "_SUCCESS", "_STAGED"
 BUCKET_BITS = 12  # 4,096 hash buckets: small enough to collect, fine enough to spread the work
@@ -66,17 +66,18 @@ class ExportResult:
     manifest: dict
 
 
-def validate_request(config: Config, request: ExportRequest) -> None:
+def validate_request(project: Project, config: Config, request: ExportRequest) -> None:
     """Refuse a bad request before any engine starts."""
-    wide = {c.name for c in _wide_table().contract.columns}
+    wide = project.wide_table.contract.column_types
     unknown = [c for c in request.columns if c not in wide]
     if unknown:
         raise ExportError(f"--columns: unknown column {unknown[0]!r} (known: {', '.join(sorted(wide))})")
     if request.rows_per_shard < 1:
         raise ExportError("--rows-per-shard must be at least 1")
     _check_out(request.out, config.warehouse)
-    if not table_exists(_wide_table().path(config), config.format):
-        raise ExportError(f"laion.{WIDE_TABLE} is not built yet at {_wide_table().path(config)}: run build first")
+    path = project.wide_table.path(config)
+    if not table_exists(path, config.format):
+        raise ExportError(f"{DATABASE}.{project.wide_table.name} is not built yet at {path}: run build first")
 
 
 def _check_out(out: str, warehouse: str) -> None:
@@ -94,10 +95,6 @@ def _check_out(out: str, warehouse: str) -> None:
         raise ExportError(f"--out: {out!r} overlaps the warehouse {warehouse}; export to a folder of its own")
 
 
-def _wide_table():
-    return next(t for t in discover_tables() if t.name == WIDE_TABLE)
-
-
 def export_id(source: dict, request: ExportRequest) -> str:
     """Names one export: same table version, filter, columns and shard size, same id."""
     key = json.dumps({"source": source, "where": request.filter.where, "columns": list(request.columns),
@@ -105,10 +102,10 @@ def export_id(source: dict, request: ExportRequest) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult:
-    path = _wide_table().path(config)
+def export_shards(spark, project: Project, config: Config, request: ExportRequest) -> ExportResult:
+    path = project.wide_table.path(config)
     version = delta_version(path) if config.format == "delta" else None
-    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format, "version": version}
+    source = {"table": f"{DATABASE}.{project.wide_table.name}", "path": path, "format": config.format, "version": version}
     identity = export_id(source, request)
     target = target_for(request.out)
     existing = target.read_json(MANIFEST)
@@ -120,7 +117,7 @@ def export_shards(spark, config: Config, request: ExportRequest) -> ExportResult
                           f"version {existing.get('source', {}).get('version')}); choose an empty folder")
     staging = _staging_dir(config, request.out, identity)
     if not (staging / STAGING_DONE).exists():
-        with step(f"[export] writing shards of laion.{WIDE_TABLE} where {request.filter.where}"):
+        with step(f"[export] writing shards of {source['table']} where {request.filter.where}"):
             _stage(spark, config, source, request, staging)
     with step(f"[export] publishing shards to {request.out}"):
         shards = _publish(target, staging)
@@ -158,7 +155,7 @@ def _stage(spark, config: Config, source: dict, request: ExportRequest, staging:
         offsets.append((bucket, total))
         total += count
     if total == 0:
-        raise ExportError(f"no row of laion.{WIDE_TABLE} matches {request.filter.where}")
+        raise ExportError(f"no row of {source['table']} matches {request.filter.where}")
     in_bucket = Window.partitionBy("_bucket").orderBy(*[F.col(c).asc_nulls_first() for c in order])
     numbered = (bucketed.join(F.broadcast(spark.createDataFrame(offsets, "_bucket bigint, _offset bigint")), "_bucket")
                 .withColumn("_index", F.col("_offset") + F.row_number().over(in_bucket) - 1)

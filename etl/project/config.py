@@ -14,14 +14,11 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from etl.project.resources import bundled_root
-
 ENV_PREFIX = "LAION_ETL__"
 ENGINES = ("sail", "spark", "connect")
 FORMATS = ("delta", "parquet")
 BAD_FILE_POLICIES = ("fail", "skip")
 DEFAULT_LANGUAGES = {"laion2B-en": "en", "laion1B-nolang": "nolang"}
-LAYERS_FILE = Path(str(bundled_root())) / "conf" / "layers.yaml"
 DEFAULT_LOCK_STALE_SECONDS = 600
 # Object storage: attempts per request (the first try included) and seconds a request may go
 # unanswered before it is abandoned and retried. Both reach every S3 client (etl/session.py).
@@ -63,6 +60,8 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class LayerSettings:
+    """How a layer's tables are stored (conf/layers.yaml; the config's `layers:` overrides it)."""
+
     partition_by: tuple[str, ...]
 
 
@@ -73,7 +72,7 @@ class Config:
     warehouse: str
     sources: tuple[SubsetSources, ...]
     images: tuple[str, ...]
-    layers: Mapping[str, LayerSettings]
+    layers: Mapping[str, LayerSettings]  # the config's own `layers:` entries, over the project's defaults
     spark: SparkSettings
     connect_url: Optional[str]
     s3_endpoint: Optional[str]
@@ -83,6 +82,7 @@ class Config:
     dq_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "table.rule_id" -> overrides
     on_bad_file: str = "fail"  # a source file that cannot be used: fail the build, or skip it and go on
     lock_stale_seconds: int = DEFAULT_LOCK_STALE_SECONDS  # a warehouse lock silent this long is taken over
+    project_dir: Optional[str] = None  # a user project folder adding to or overriding the bundled one
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -160,7 +160,7 @@ def _find_key(node: dict, key: str) -> str:
 
 def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3",
-             "reports", "dq", "on_bad_file", "lock_stale_seconds"}
+             "reports", "dq", "on_bad_file", "lock_stale_seconds", "project_dir"}
     _refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
     fmt = _choice(raw, "format", FORMATS, default="delta")
@@ -180,6 +180,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         reports = "reports" if is_remote(warehouse) else join_uri(warehouse, "reports")
     if is_remote(reports):
         raise ConfigError(f"reports: {reports!r} must be a local folder (the report is one HTML page)")
+    project_dir = raw.get("project_dir")
+    if project_dir is not None and not (isinstance(project_dir, str) and not is_remote(project_dir)):
+        raise ConfigError(f"project_dir: must be a local folder, got {project_dir!r}")
     return Config(
         engine=engine,
         format=fmt,
@@ -194,6 +197,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         dq_rules=_parse_dq(raw.get("dq")),
         on_bad_file=_choice(raw, "on_bad_file", BAD_FILE_POLICIES, default="fail"),
         lock_stale_seconds=_positive_int(raw, "lock_stale_seconds", DEFAULT_LOCK_STALE_SECONDS),
+        project_dir=None if project_dir is None else _path(project_dir, base_dir),
     )
 
 
@@ -270,16 +274,13 @@ def _parse_spark(raw: Any) -> SparkSettings:
 
 
 def _parse_layers(raw: Any) -> dict[str, LayerSettings]:
-    defaults = yaml.safe_load(LAYERS_FILE.read_text(encoding="utf-8"))
-    merged = {layer: dict(spec) for layer, spec in defaults.items()}
-    for layer, spec in _mapping(raw, "layers").items():
-        if layer not in merged:
-            raise ConfigError(f"layers.{layer}: unknown layer (known: {', '.join(merged)})")
-        merged[layer].update(_mapping(spec, f"layers.{layer}"))
+    """The config's `layers:` entries; which layers exist is the project's to say (Project.check)."""
     layers = {}
-    for layer, spec in merged.items():
+    for layer, spec in _mapping(raw, "layers").items():
+        spec = _mapping(spec, f"layers.{layer}")
         _refuse_unknown(spec, {"partition_by"}, f"layers.{layer}.")
-        layers[layer] = LayerSettings(partition_by=tuple(_string_list(spec.get("partition_by"), f"layers.{layer}.partition_by")))
+        if "partition_by" in spec:
+            layers[str(layer)] = LayerSettings(tuple(_string_list(spec["partition_by"], f"layers.{layer}.partition_by")))
     return layers
 
 
