@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from etl.project import project as project_module
 from etl.project.config import ConfigError
 from etl.project.project import load_project
 from planted import planted_config, write_planted_sources
+
+REPO = Path(__file__).resolve().parents[1]
 
 EXTRA_TABLE_SQL = "-- a user's table\nselect subset, count(*) as rows from laion.dms_laion_wide group by subset\n"
 EXTRA_TABLE_CONTRACT = """table: wide_rows_per_subset

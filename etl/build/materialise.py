@@ -19,15 +19,14 @@ from pyspark.sql import functions as F
 
 from etl.project.config import Config
 from etl.project.contracts import ContractError
-from etl.ingest.images import INDEX_DDL, index_batches
 from etl.build.inputs import WHOLE_TABLE
 from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
-from etl.build.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
+from etl.build.plan import BuildPlan
 from etl.progress import step
 from etl.project.project import Project
 from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
-from etl.ingest.sources import SourceError, accepted_rows, read_family, rejected_rows
+from etl.ingest.sources import SourceError
 from etl.quality.validation import Validator, histograms
 from etl.warehouse.store import Rollback, delta_version, register_table, table_exists, table_rows, write_table
 
@@ -154,8 +153,7 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
         return
     policy = plan.config.on_bad_file
     for table in plan.tables:
-        families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
-        files = [f for family in families for f in plan.refused_files.get(family, [])]
+        files = [f for view in plan.views_of(table) for f in view.refused_files(None)]
         if not files:
             continue
         rule = refused_files_rule(table.name, files, FAIL if policy == "fail" else WARN)
@@ -174,14 +172,10 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
 def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], run_id: str,
                    version: Optional[int]) -> None:
     """After publishing: which source files this version was built from, and each partition's signature."""
-    families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
-    if families:
-        def rebuilt(f) -> bool:
-            return keys == (WHOLE_TABLE,) or f.subset in keys
-
-        files = [f for family in families for f in plan.source_files[family] if rebuilt(f)]
-        refused = [f for family in families for f in plan.refused_files[family] if rebuilt(f)]
-        append_source_files(spark, plan.project, plan.config, run_id, table.name, files, refused, version)
+    subsets = None if keys == (WHOLE_TABLE,) else keys
+    files = [f for view in plan.views_of(table) for f in view.read_files(subsets)]
+    refused = [f for view in plan.views_of(table) for f in view.refused_files(subsets)]
+    append_source_files(spark, plan.project, plan.config, run_id, table.name, files, refused, version)
     signatures = {key: plan.signatures[(table.name, key)] for key in keys}
     append_table_inputs(spark, plan.project, plan.config, run_id, table.name, signatures, version,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -269,25 +263,11 @@ def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, 
     """Create the temp views the table's SQL reads (source files of `subsets` only); return the
     rejected source rows, if any."""
     rejected = None
-    for view in table.input_views:
-        if view in SOURCE_VIEWS:
-            family_rows = read_family(spark, SOURCE_VIEWS[view], plan.files_of(SOURCE_VIEWS[view], subsets))
-            accepted_rows(family_rows).createOrReplaceTempView(view)
-            rejected = rejected_rows(family_rows) if rejected is None else rejected.unionByName(rejected_rows(family_rows))
-        elif view == IMAGE_VIEW:
-            _image_index_source(spark, plan).createOrReplaceTempView(view)
-        elif view == SUBSET_DEFAULTS_VIEW:
-            rows = [(s.name, s.language) for s in plan.config.sources]
-            spark.createDataFrame(rows, "subset string, default_language string").createOrReplaceTempView(view)
-        else:
-            raise BuildError(f"{table.name}: {table.sql_file.name} reads view {view!r}, which the framework does not provide")
+    for name in table.input_views:
+        view = plan.views.get(name)
+        if view is None:
+            raise BuildError(f"{table.name}: {table.sql_file.name} reads view {name!r}, which the framework does not provide")
+        rows = view.bind(spark, subsets)
+        if rows is not None:
+            rejected = rows if rejected is None else rejected.unionByName(rows)
     return rejected
-
-
-def _image_index_source(spark, plan: BuildPlan):
-    shards = [(s.folder, s.file_name) for s in plan.image_shards]
-    if not shards:
-        return spark.createDataFrame([], INDEX_DDL)
-    listing = spark.createDataFrame(shards, "folder string, file_name string")
-    # One shard per task: the work is opening image files, which parallelises well.
-    return listing.repartition(min(len(shards), 64)).mapInArrow(index_batches, INDEX_DDL)

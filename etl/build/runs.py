@@ -73,7 +73,7 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
         try:
             run_build(spark, plan, state)
         except Exception as exc:  # recorded and reported below, then re-raised by the caller
-            error = explain_read_failure(exc, plan.source_files)  # Sail's decoding errors name no file
+            error = explain_read_failure(exc, plan.read_files)  # Sail's decoding errors name no file
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
         outcome = _finish(spark, plan.project, config, record, state.quality, error)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import reduce
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -343,7 +343,7 @@ def _find_field(by_lower: dict[str, pa.Field], column: SourceColumn) -> Optional
     return None
 
 
-def explain_read_failure(error: BaseException, files: Mapping[str, Sequence[SourceFile]]) -> BaseException:
+def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> BaseException:
     """`error`, or, when the engine failed to decode parquet data, a SourceError naming the first
     source file pyarrow cannot decode either, and why.
 
@@ -354,7 +354,7 @@ def explain_read_failure(error: BaseException, files: Mapping[str, Sequence[Sour
     text = str(error).lower()
     if isinstance(error, SourceError) or not any(word in text for word in ("parquet", "utf-8", "utf8")):
         return error
-    for source in (f for family in files.values() for f in family):
+    for source in files:
         problem = _undecodable(source.path)
         if problem:
             named = SourceError(f"{source.path}: {problem}")
