@@ -103,7 +103,10 @@ def test_accepted_expressions_are_normalised(expr, columns):
     assert validate_predicate(expr, columns) == ACCEPTED[expr]
 
 
-@pytest.mark.parametrize("expr", list(ACCEPTED) + [p.where for p in load_presets(PRESET_FILES[0], PROJECT.wide_table.contract.column_types).values()])
+PRESETS = load_presets(PRESET_FILES[0], PROJECT.wide_table.contract.column_types)
+
+
+@pytest.mark.parametrize("expr", list(ACCEPTED) + [p.where for p in PRESETS.values()])
 def test_normalised_output_revalidates_to_itself(expr, columns):
     once = validate_predicate(expr, columns)
     assert validate_predicate(once, columns) == once

@@ -62,7 +62,8 @@ def planned_signatures(plan: BuildPlan, recorded: dict[tuple[str, str], str]) ->
     return signatures
 
 
-def partitions_to_build(plan: BuildPlan, table: Table, signatures: dict, recorded: dict, table_present: bool) -> tuple[str, ...]:
+def partitions_to_build(plan: BuildPlan, table: Table, signatures: dict, recorded: dict,
+                        table_present: bool) -> tuple[str, ...]:
     """Partitions of `table` this build redoes: forced, out of date, or all when the table is missing."""
     keys = partition_keys(table, plan)
     if plan.force or not table_present or (plan.subsets and keys != (WHOLE_TABLE,)):

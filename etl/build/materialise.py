@@ -266,7 +266,8 @@ def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, 
     for name in table.input_views:
         view = plan.views.get(name)
         if view is None:
-            raise BuildError(f"{table.name}: {table.sql_file.name} reads view {name!r}, which the framework does not provide")
+            raise BuildError(f"{table.name}: {table.sql_file.name} reads view {name!r}, "
+                             "which the framework does not provide")
         rows = view.bind(spark, subsets)
         if rows is not None:
             rejected = rows if rejected is None else rejected.unionByName(rows)

@@ -104,7 +104,7 @@ def make_plan(project: Project, config: Config, layers: Optional[Sequence[str]] 
     plan = BuildPlan(project=project, config=config, layers=chosen_layers, subsets=tuple(subsets) if subsets else None,
                      tables=tables, force=force)
     needed = {view for table in tables for view in table.input_views}
-    for name, view in input_views(config, plan.subset_names).items():
+    for name, view in input_views(project.families.values(), config, plan.subset_names).items():
         if name in needed:
             view.resolve()
             plan.views[name] = view

@@ -1,8 +1,8 @@
 """The input views: what a table's SQL reads besides `laion.*` tables, one class per kind.
 
 - `src_laion_<family>` (SourceFamilyView): a source family's part files of the planned subsets,
-  each read on its own and normalised (etl.ingest.sources); rows the ODS cannot accept are
-  handed back for the quarantine table.
+  each read on its own and normalised as the family declares (conf/families.yaml,
+  etl.ingest.sources); rows the ODS cannot accept are handed back for the quarantine table.
 - `src_image_index` (ImageIndexView): every img2dataset shard of the configured folders,
   indexed in parallel by the engine (etl.ingest.images).
 - `cfg_subsets` (SubsetsView): the configured subsets and their default language.
@@ -16,35 +16,37 @@ every one.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from pyspark.sql import DataFrame
 
 from etl.ingest.images import INDEX_DDL, index_batches, list_shards
-from etl.ingest.sources import (FAMILIES, MissingInputError, RefusedFile, SourceError, SourceFile, accepted_rows,
-                                read_family, rejected_rows, resolve_files)
+from etl.ingest.sources import (MissingInputError, RefusedFile, SourceError, SourceFile, accepted_rows, read_family,
+                                rejected_rows, resolve_files)
 from etl.ingest.storage import file_stat
 from etl.project.config import Config
+from etl.project.families import Family
 
-REQUIRED_FAMILIES = ("base", "joined")
+SOURCE_VIEW_PREFIX = "src_laion_"
 IMAGE_INDEX_VIEW = "src_image_index"
 SUBSETS_VIEW = "cfg_subsets"
 # One shard per task: indexing opens image files, which parallelises well.
 MAX_INDEX_TASKS = 64
 
 
-class InputView:
-    """One view the SQL can read. By default it reads no source files and quarantines nothing."""
+class InputView(ABC):
+    """One view the SQL can read. By default it reads no source files and rejects no row."""
 
     name: str
 
     def resolve(self) -> None:
         """Find the inputs, before any engine starts."""
 
+    @abstractmethod
     def sign(self, subsets: Optional[Sequence[str]]) -> list:
         """What the view reads for these subsets, as signature entries (JSON values)."""
-        raise NotImplementedError
 
     def describe(self, subsets: Optional[Sequence[str]]) -> Optional[str]:
         """The inputs in a few words for the plan, or None when there is nothing worth saying."""
@@ -60,9 +62,9 @@ class InputView:
     def refused_files(self, subsets: Optional[Sequence[str]]) -> list[RefusedFile]:
         return []
 
+    @abstractmethod
     def bind(self, spark, subsets: Sequence[str]) -> Optional[DataFrame]:
         """Create the temp view; return the rows it rejects for the quarantine, if it can reject any."""
-        raise NotImplementedError
 
 
 def _covers(subsets: Optional[Sequence[str]], subset: str) -> bool:
@@ -70,9 +72,9 @@ def _covers(subsets: Optional[Sequence[str]], subset: str) -> bool:
 
 
 class SourceFamilyView(InputView):
-    def __init__(self, family: str, config: Config, planned_subsets: Sequence[str]) -> None:
+    def __init__(self, family: Family, config: Config, planned_subsets: Sequence[str]) -> None:
         self.family = family
-        self.name = f"src_laion_{family}"
+        self.name = SOURCE_VIEW_PREFIX + family.name
         self.config = config
         self.planned_subsets = planned_subsets
         self.files: list[SourceFile] = []
@@ -83,11 +85,11 @@ class SourceFamilyView(InputView):
         for sources in self.config.sources:
             if sources.name not in self.planned_subsets:
                 continue
-            resolved = resolve_files(self.family, sources.name, getattr(sources, self.family),
-                                     ranked=self.family == "aesthetic", seen=seen)
-            if resolved.refused and not resolved.files and self.family in REQUIRED_FAMILIES:
-                raise SourceError(f"sources.{sources.name}.{self.family}: every file was refused, nothing to build "
-                                  "from: " + "; ".join(f.message for f in resolved.refused[:3]))
+            resolved = resolve_files(self.family.name, sources.name, sources.globs(self.family.name),
+                                     ranked=self.family.ranked, seen=seen)
+            if resolved.refused and not resolved.files and self.family.required:
+                raise SourceError(f"sources.{sources.name}.{self.family.name}: every file was refused, nothing to "
+                                  "build from: " + "; ".join(f.message for f in resolved.refused[:3]))
             self.files.extend(resolved.files)
             self.refused.extend(resolved.refused)
 
@@ -105,7 +107,7 @@ class SourceFamilyView(InputView):
         ]
 
     def describe(self, subsets: Optional[Sequence[str]]) -> str:
-        return f"{len(self.read_files(subsets))} {self.family} files ({self.input_rows(subsets):,} rows)"
+        return f"{len(self.read_files(subsets))} {self.family.name} files ({self.input_rows(subsets):,} rows)"
 
     def input_rows(self, subsets: Optional[Sequence[str]]) -> int:
         return sum(f.footer.num_rows for f in self.read_files(subsets))
@@ -172,8 +174,8 @@ class SubsetsView(InputView):
         spark.createDataFrame(rows, "subset string, default_language string").createOrReplaceTempView(self.name)
 
 
-def input_views(config: Config, planned_subsets: Sequence[str]) -> dict[str, InputView]:
+def input_views(families: Iterable[Family], config: Config, planned_subsets: Sequence[str]) -> dict[str, InputView]:
     """Every view the framework provides, by name, not yet resolved (in the order they resolve)."""
-    views = [*(SourceFamilyView(family, config, planned_subsets) for family in FAMILIES),
+    views = [*(SourceFamilyView(family, config, planned_subsets) for family in families),
              ImageIndexView(config), SubsetsView(config)]
     return {view.name: view for view in views}

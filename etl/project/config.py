@@ -45,10 +45,11 @@ def check_name(value: Any, where: str) -> str:
 @dataclass(frozen=True)
 class SubsetSources:
     name: str
-    base: tuple[str, ...]
-    joined: tuple[str, ...]
-    aesthetic: tuple[str, ...]  # priority order: the first source holding a hash wins
+    families: Mapping[str, tuple[str, ...]]  # source family -> path globs (a ranked family's in priority order)
     language: Optional[str]
+
+    def globs(self, family: str) -> tuple[str, ...]:
+        return self.families.get(family, ())
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def _find_key(node: dict, key: str) -> str:
 def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3",
              "reports", "dq", "on_bad_file", "lock_stale_seconds", "project_dir"}
-    _refuse_unknown(raw, known, "")
+    refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
     fmt = _choice(raw, "format", FORMATS, default="delta")
     warehouse = _path(_required(raw, "warehouse", str), base_dir)
@@ -202,32 +203,24 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
 
 
 def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
+    """One subset: path globs per source family, and its default language. Which families exist
+    and which are required is the project's to say (Project.check)."""
     where = f"sources.{name}"
     check_name(name, where)
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a mapping with base, joined, aesthetic, language")
-    _refuse_unknown(spec, {"base", "joined", "aesthetic", "language"}, where + ".")
-    base = _string_list(spec.get("base"), where + ".base")
-    joined = _string_list(spec.get("joined"), where + ".joined")
-    for family, globs in (("base", base), ("joined", joined)):
-        if not globs:
-            raise ConfigError(f"{where}.{family}: required (one or more path globs)")
+        raise ConfigError(f"{where}: must be a mapping of source family -> path globs, and language")
+    families = {str(family): tuple(_path(g, base_dir) for g in _string_list(globs, f"{where}.{family}"))
+                for family, globs in spec.items() if family != "language"}
     language = spec.get("language", DEFAULT_LANGUAGES.get(name))
     if language is not None and not isinstance(language, str):
         raise ConfigError(f"{where}.language: must be a string")
-    return SubsetSources(
-        name=name,
-        base=tuple(_path(g, base_dir) for g in base),
-        joined=tuple(_path(g, base_dir) for g in joined),
-        aesthetic=tuple(_path(g, base_dir) for g in _string_list(spec.get("aesthetic"), where + ".aesthetic")),
-        language=language,
-    )
+    return SubsetSources(name=name, families=families, language=language)
 
 
 def _parse_s3(raw: Any) -> dict[str, Any]:
     """The `s3` section as Config fields: endpoint, attempts per request, request timeout."""
     spec = _mapping(raw, "s3")
-    _refuse_unknown(spec, {"endpoint", "max_attempts", "timeout_seconds"}, "s3.")
+    refuse_unknown(spec, {"endpoint", "max_attempts", "timeout_seconds"}, "s3.")
     endpoint = spec.get("endpoint")
     if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith(("http://", "https://"))):
         raise ConfigError(f"s3.endpoint: must be an http:// or https:// URL, got {endpoint!r}")
@@ -243,14 +236,14 @@ def _parse_s3(raw: Any) -> dict[str, Any]:
 def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
     """`dq.rules` overrides a contract rule's severity or threshold: {"table.rule_id": {...}}."""
     spec = _mapping(raw, "dq")
-    _refuse_unknown(spec, {"rules"}, "dq.")
+    refuse_unknown(spec, {"rules"}, "dq.")
     rules = {}
     for key, override in _mapping(spec.get("rules"), "dq.rules").items():
         where = f"dq.rules.{key}"
         if "." not in str(key):
             raise ConfigError(f"{where}: name a rule as <table>.<rule_id>")
         override = _mapping(override, where)
-        _refuse_unknown(override, {"severity", "max_unexpected", "max_drop"}, where + ".")
+        refuse_unknown(override, {"severity", "max_unexpected", "max_drop"}, where + ".")
         if override.get("severity", "fail") not in ("fail", "warn"):
             raise ConfigError(f"{where}.severity: must be fail or warn")
         rules[str(key)] = dict(override)
@@ -259,7 +252,7 @@ def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
 
 def _parse_spark(raw: Any) -> SparkSettings:
     spec = _mapping(raw, "spark")
-    _refuse_unknown(spec, {"master", "shuffle_partitions", "conf"}, "spark.")
+    refuse_unknown(spec, {"master", "shuffle_partitions", "conf"}, "spark.")
     partitions = spec.get("shuffle_partitions", "auto")
     if partitions == "auto":
         partitions = None
@@ -278,13 +271,14 @@ def _parse_layers(raw: Any) -> dict[str, LayerSettings]:
     layers = {}
     for layer, spec in _mapping(raw, "layers").items():
         spec = _mapping(spec, f"layers.{layer}")
-        _refuse_unknown(spec, {"partition_by"}, f"layers.{layer}.")
+        refuse_unknown(spec, {"partition_by"}, f"layers.{layer}.")
         if "partition_by" in spec:
-            layers[str(layer)] = LayerSettings(tuple(_string_list(spec["partition_by"], f"layers.{layer}.partition_by")))
+            partition_by = _string_list(spec["partition_by"], f"layers.{layer}.partition_by")
+            layers[str(layer)] = LayerSettings(tuple(partition_by))
     return layers
 
 
-def _refuse_unknown(mapping: Mapping[str, Any], known: set[str], where: str) -> None:
+def refuse_unknown(mapping: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(map(str, mapping)) - known)
     if unknown:
         raise ConfigError(f"{where}{unknown[0]}: unknown key (expected one of: {', '.join(sorted(known))})")

@@ -1,11 +1,12 @@
 """The project: what a build is made of besides its inputs, loaded once and passed down.
 
-Its tables (SQL + contract), layer defaults (`conf/layers.yaml`), export preset files
-(`conf/presets.yaml`) and the run bookkeeping's contracts (`expectations/meta/`) come from the
-project roots: the bundled one (etl.project.resources) and, optionally, a user project folder
-(`project_dir` / `--project-dir`), laid out the same way, whose files add tables, layers and
-presets or replace bundled ones of the same name, in the spirit of dbt's project dir. The
-bookkeeping contracts are the bundled ones only: the framework writes those rows itself.
+Its tables (SQL + contract), layer defaults (`conf/layers.yaml`), source families
+(`conf/families.yaml`), export preset files (`conf/presets.yaml`) and the run bookkeeping's
+contracts (`expectations/meta/`) come from the project roots: the bundled one
+(etl.project.resources) and, optionally, a user project folder (`project_dir` / `--project-dir`),
+laid out the same way, whose files add tables, layers, families and presets or replace bundled
+ones of the same name, in the spirit of dbt's project dir. The bookkeeping contracts are the
+bundled ones only: the framework writes those rows itself.
 
 Files are read only through Traversable calls, so the bundled root may be a zip member
 (`spark-submit --py-files`).
@@ -21,8 +22,9 @@ from typing import Mapping, Optional
 
 import yaml
 
-from etl.project.config import Config, ConfigError, LayerSettings
+from etl.project.config import Config, ConfigError, LayerSettings, refuse_unknown
 from etl.project.contracts import Contract, load_contract
+from etl.project.families import Family, parse_families
 from etl.project.resources import bundled_root
 from etl.project.tables import LAYERS, WIDE_TABLE, Table, load_tables
 
@@ -34,6 +36,7 @@ class Project:
     roots: tuple[Traversable, ...]  # the bundled root first, then the user's project folder
     tables: tuple[Table, ...]  # in build order
     layers: Mapping[str, LayerSettings]  # defaults per layer
+    families: Mapping[str, Family]
     preset_files: tuple[Traversable, ...]  # conf/presets.yaml of each root holding one; later ones win by name
     meta_contracts: Mapping[str, Contract]
 
@@ -46,7 +49,14 @@ class Project:
         return self.tables_by_name[WIDE_TABLE]
 
     def check(self, config: Config) -> None:
-        """Refuse a config naming a layer this project does not have; the message names the key."""
+        """Refuse a config naming a source family or layer this project does not have, or a subset
+        lacking a required family; the message names the key."""
+        for sources in config.sources:
+            where = f"sources.{sources.name}."
+            refuse_unknown(sources.families, {*self.families, "language"}, where)
+            for family in self.families.values():
+                if family.required and not sources.globs(family.name):
+                    raise ConfigError(f"{where}{family.name}: required (one or more path globs)")
         for layer in config.layers:
             if layer not in self.layers:
                 raise ConfigError(f"layers.{layer}: unknown layer (known: {', '.join(self.layers)})")
@@ -65,6 +75,7 @@ def load_project(project_dir: Optional[str] = None) -> Project:
         roots=tuple(roots),
         tables=load_tables(roots, {layer: settings.partition_by for layer, settings in layers.items()}),
         layers=layers,
+        families=_families(roots),
         preset_files=tuple(file for file in (_conf_file(root, "presets.yaml") for root in roots) if file.is_file()),
         meta_contracts=_meta_contracts(roots[0]),
     )
@@ -77,13 +88,22 @@ def _conf_file(root: Traversable, name: str) -> Traversable:
 def _layer_defaults(roots: list[Traversable]) -> dict[str, LayerSettings]:
     merged: dict[str, dict] = {}
     for root in roots:
-        for layer, spec in _read_yaml(_conf_file(root, "layers.yaml")).items():
+        file = _conf_file(root, "layers.yaml")
+        for layer, spec in _read_yaml(file).items():
             if layer not in LAYERS:
-                raise ConfigError(f"{_conf_file(root, 'layers.yaml')}: unknown layer {layer!r} (known: {', '.join(LAYERS)})")
+                raise ConfigError(f"{file}: unknown layer {layer!r} (known: {', '.join(LAYERS)})")
             if not isinstance(spec, dict) or set(spec) - {"partition_by"}:
-                raise ConfigError(f"{_conf_file(root, 'layers.yaml')}: layer {layer}: give a mapping with partition_by")
+                raise ConfigError(f"{file}: layer {layer}: give a mapping with partition_by")
             merged.setdefault(layer, {}).update(spec)
     return {layer: LayerSettings(tuple(merged.get(layer, {}).get("partition_by") or ())) for layer in LAYERS}
+
+
+def _families(roots: list[Traversable]) -> dict[str, Family]:
+    families: dict[str, Family] = {}
+    for root in roots:
+        file = _conf_file(root, "families.yaml")
+        families.update(parse_families(_read_yaml(file), str(file)))
+    return families
 
 
 def _read_yaml(file: Traversable) -> dict:

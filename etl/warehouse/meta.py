@@ -76,7 +76,7 @@ def save_run(spark, project: Project, config: Config, record: RunRecord) -> None
     contract = project.meta_contracts[RUNS]
     path = meta_path(config, RUNS)
     if not table_exists(path, config.format):
-        _append(spark, project, config, RUNS, spark.createDataFrame([record.row()], contract.ddl), record.run_id)
+        _append(spark, project, config, RUNS, [record.row()], record.run_id)
         return
     if config.format == "delta":
         import pyarrow as pa
@@ -110,7 +110,7 @@ def append_dq_results(spark, project: Project, config: Config, run_id: str, vers
              None if r.unexpected_count is None else int(r.unexpected_count),
              None if r.unexpected_percent is None else float(r.unexpected_percent),
              to_json(list(r.sample)), to_json(r.details)) for r in results]
-    _append(spark, project, config, DQ_RESULTS, spark.createDataFrame(rows, project.meta_contracts[DQ_RESULTS].ddl), run_id)
+    _append(spark, project, config, DQ_RESULTS, rows, run_id)
 
 
 def append_source_files(spark, project: Project, config: Config, run_id: str, table: str, files: list, refused: list,
@@ -121,18 +121,16 @@ def append_source_files(spark, project: Project, config: Config, run_id: str, ta
     rows += [(run_id, table, f.subset, f.family, f.path, f.size, f.modified_ns, None, None, "refused", f.reason, None)
              for f in refused]
     if rows:
-        _append(spark, project, config, SOURCE_FILES, spark.createDataFrame(rows, project.meta_contracts[SOURCE_FILES].ddl),
-                run_id)
+        _append(spark, project, config, SOURCE_FILES, rows, run_id)
 
 
-def append_table_inputs(spark, project: Project, config: Config, run_id: str, table: str, signatures: dict[str, Optional[str]],
-                        version: Optional[int], recorded_at: str) -> None:
+def append_table_inputs(spark, project: Project, config: Config, run_id: str, table: str,
+                        signatures: dict[str, Optional[str]], version: Optional[int], recorded_at: str) -> None:
     """Record what each rebuilt partition of `table` was built from (see etl/build/inputs.py)."""
     rows = [(run_id, table, key, signature, version, recorded_at) for key, signature in signatures.items()
             if signature is not None]
     if rows:
-        _append(spark, project, config, TABLE_INPUTS, spark.createDataFrame(rows, project.meta_contracts[TABLE_INPUTS].ddl),
-                run_id)
+        _append(spark, project, config, TABLE_INPUTS, rows, run_id)
 
 
 def recorded_signatures(config: Config) -> dict[tuple[str, str], str]:
@@ -163,9 +161,9 @@ def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:
     return ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
 
 
-def _append(spark, project: Project, config: Config, name: str, df, run_id: str) -> None:
+def _append(spark, project: Project, config: Config, name: str, rows: list[tuple], run_id: str) -> None:
     path = meta_path(config, name)
-    append_rows(df, path, config.format, run_id)
+    append_rows(spark.createDataFrame(rows, project.meta_contracts[name].ddl), path, config.format, run_id)
     register_table(spark, name, path, config.format, bool(project.meta_contracts[name].partition_by))
 
 
