@@ -57,9 +57,11 @@ class InputView(ABC):
         return None
 
     def read_files(self, subsets: Optional[Sequence[str]]) -> list[SourceFile]:
+        """Source part files the view reads (recorded in meta.source_files)."""
         return []
 
     def refused_files(self, subsets: Optional[Sequence[str]]) -> list[RefusedFile]:
+        """Source part files refused when the view resolved (the on_bad_file policy decides)."""
         return []
 
     @abstractmethod
