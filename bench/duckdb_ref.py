@@ -128,7 +128,7 @@ def source_name(pattern: str) -> str:
 
 def source_rows(config, family: str) -> int:
     """Rows in a family's source files, from their footers (as the build plan counts them)."""
-    patterns = [p for s in config.sources for p in getattr(s, family)]
+    patterns = [p for s in config.sources for p in s.globs(family)]
     return sum(pq.ParquetFile(path).metadata.num_rows for pattern in patterns for path in glob.glob(pattern))
 
 
@@ -136,12 +136,12 @@ def source_union(config, family: str) -> str:
     selects = []
     for subset in config.sources:
         if family == "aesthetic":
-            for rank, pattern in enumerate(subset.aesthetic):
+            for rank, pattern in enumerate(subset.globs(family)):
                 paths = sorted(glob.glob(pattern))
                 if paths:
                     selects.append(family_select(family, subset.name, paths, rank, source_name(pattern)))
         else:
-            paths = sorted(p for pattern in getattr(subset, family) for p in glob.glob(pattern))
+            paths = sorted(p for pattern in subset.globs(family) for p in glob.glob(pattern))
             if not paths:
                 raise SystemExit(f"duckdb_ref: sources.{subset.name}.{family}: no file matches")
             selects.append(family_select(family, subset.name, paths))

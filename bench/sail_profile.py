@@ -140,6 +140,7 @@ def main(argv=None) -> int:
 
     from etl.build import materialise as build
     from etl.project.config import load_config
+    from etl.project.project import load_project
     from etl.warehouse.meta import previous_observed_values, register_meta_tables
     from etl.build.plan import make_plan
     from etl.build.runs import new_run_id
@@ -155,12 +156,12 @@ def main(argv=None) -> int:
         from dataclasses import replace
 
         config = replace(config, spark=replace(config.spark, shuffle_partitions=args.shuffle_partitions))
-    plan = make_plan(config)
+    plan = make_plan(load_project(config.project_dir), config)
     timings: dict[str, float] = {}
     checks: dict[str, bool] = {}
     run_id = new_run_id()
     with open_session(config) as spark:
-        register_meta_tables(spark, config)
+        register_meta_tables(spark, plan.project, config)
         state = build.BuildState(run_id=run_id, validator=Validator(config.dq_rules,
                                                                     previous_observed_values(spark, config, run_id)))
         for table in plan.tables:

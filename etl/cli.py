@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from etl.project.config import Config, ConfigError, load_config
+from etl.export.shards import DEFAULT_COLUMNS
+from etl.project.config import ENGINES, Config, ConfigError, load_config
+from etl.project.project import Project, load_project
 from etl.warehouse.lock import LockError
 from etl.redact import RedactingFormatter, redact
 from etl.ingest.sources import MissingInputError
@@ -83,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace what earlier exports wrote in --out and keep every other file (default: refuse "
                              "a folder holding anything but this export)")
     export.add_argument("--columns", type=comma_list, help="extra columns beside URL and TEXT "
-                        "(default: similarity,hash,punsafe,pwatermark,aesthetic_score,language)")
+                        f"(default: {','.join(DEFAULT_COLUMNS)})")
 
     clip = commands.add_parser("clip-input", help="clip-retrieval's --input_dataset for an img2dataset folder")
     clip.add_argument("folder", help="img2dataset output folder (webdataset format)")
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config file (see README)")
-    parser.add_argument("--engine", choices=("sail", "spark", "connect"), help="override the config's engine")
+    parser.add_argument("--engine", choices=ENGINES, help="override the config's engine")
+    parser.add_argument("--project-dir", type=Path, help="a project folder (sql/, expectations/, conf/) adding "
+                        "to or overriding the bundled tables, families and presets; overrides the config's project_dir")
 
 
 def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
@@ -118,11 +122,14 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _clip_input(args)
         if args.command == "package-zip":
             return _package_zip(args)
-        config = load_config(args.config, overrides={"engine": args.engine})
+        project_dir = str(args.project_dir.resolve()) if args.project_dir else None
+        config = load_config(args.config, overrides={"engine": args.engine, "project_dir": project_dir})
+        project = load_project(config.project_dir)
+        project.check(config)
         from etl.s3_settings import applied_s3_settings
 
         with applied_s3_settings(config):  # planning and request checks reach S3 before any engine starts
-            return _run_command(args, config, submitted)
+            return _run_command(args, project, config, submitted)
     except (ConfigError, MissingInputError) as exc:
         print(f"laion-etl: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -135,16 +142,16 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
         return EXIT_FAILED
 
 
-def _run_command(args, config: Config, submitted: bool) -> int:
+def _run_command(args, project: Project, config: Config, submitted: bool) -> int:
     if args.command == "build":
-        return _build(args, config, submitted)
+        return _build(args, project, config, submitted)
     if args.command == "sql":
-        return _sql(args, config, submitted)
+        return _sql(args, project, config, submitted)
     if args.command == "dq":
-        return _dq(args, config, submitted)
+        return _dq(args, project, config, submitted)
     if args.command == "export":
-        return _export(args, config, submitted)
-    return _tables(config, submitted)
+        return _export(args, project, config, submitted)
+    return _tables(project, config, submitted)
 
 
 def _first_line(exc: Exception) -> str:
@@ -194,11 +201,11 @@ def _package_zip(args) -> int:
     return EXIT_OK
 
 
-def _build(args, config: Config, submitted: bool) -> int:
+def _build(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.plan import make_plan
     from etl.build.summary import format_plan, format_results
 
-    plan = make_plan(config, layers=args.layers, subsets=args.subsets, force=args.force)
+    plan = make_plan(project, config, layers=args.layers, subsets=args.subsets, force=args.force)
     if args.dry_run:
         print(format_plan(plan))
         return EXIT_OK
@@ -209,31 +216,30 @@ def _build(args, config: Config, submitted: bool) -> int:
     return _conclude(outcome)
 
 
-def _dq(args, config: Config, submitted: bool) -> int:
-    from etl.project.tables import discover_tables
+def _dq(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.runs import execute_dq
     from etl.build.summary import format_rule_failures
 
-    known = [t.name for t in discover_tables()]
-    unknown = [t for t in args.tables or [] if t not in known]
+    unknown = [t for t in args.tables or [] if t not in project.tables_by_name]
     if unknown:
-        raise ConfigError(f"--tables: unknown table {unknown[0]!r} (known: {', '.join(known)})")
-    outcome = execute_dq(config, args.tables, submitted=submitted)
+        raise ConfigError(f"--tables: unknown table {unknown[0]!r} (known: {', '.join(project.tables_by_name)})")
+    outcome = execute_dq(project, config, args.tables, submitted=submitted)
     print(format_rule_failures(outcome.quality))
     return _conclude(outcome)
 
 
-def _export(args, config: Config, submitted: bool) -> int:
+def _export(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.export.destination import DestinationError
-    from etl.export.shards import DEFAULT_COLUMNS, ExportError, ExportRequest, export_shards, plan_export
-    from etl.export.filters import FilterError, resolve_filter, wide_table_columns
+    from etl.export.shards import ExportError, ExportRequest, export_shards, plan_export
+    from etl.export.filters import FilterError, resolve_filter
     from etl.engine.session import open_session
 
     try:
-        chosen = resolve_filter(args.preset, args.where, wide_table_columns())
+        chosen = resolve_filter(args.preset, args.where, project.wide_table.contract.column_types,
+                                project.preset_files)
         request = ExportRequest(filter=chosen, out=args.out, rows_per_shard=args.rows_per_shard,
                                 columns=tuple(args.columns or DEFAULT_COLUMNS), overwrite=args.overwrite)
-        plan = plan_export(config, request, pipeline_folders(config))
+        plan = plan_export(project, config, request, pipeline_folders(config))
     except (FilterError, ExportError, DestinationError) as exc:
         raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted) as spark:
@@ -242,7 +248,7 @@ def _export(args, config: Config, submitted: bool) -> int:
     state = "already complete, nothing written" if result.skipped else "written"
     print(f"export {state}: {totals['rows']:,} rows in {totals['shards']} shards "
           f"({totals['bytes']:,} bytes) under {result.out}")
-    print(f"filter: {result.manifest['filter']['where']}  (laion.dms_laion_wide version "
+    print(f"filter: {result.manifest['filter']['where']}  ({result.manifest['source']['table']} version "
           f"{result.manifest['source']['version']})")
     print(f"download: {result.manifest['img2dataset']}")
     return EXIT_OK
@@ -274,7 +280,7 @@ def _conclude(outcome) -> int:
     return EXIT_FAILED if outcome.verdict == "fail" else EXIT_OK
 
 
-def _sql(args, config: Config, submitted: bool) -> int:
+def _sql(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.materialise import register_existing_tables
     from etl.engine.session import open_session
     from etl.warehouse.meta import register_meta_tables
@@ -289,8 +295,8 @@ def _sql(args, config: Config, submitted: bool) -> int:
         except ReadOnlyError as exc:
             raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted, interactive=args.query is None) as spark:
-        register_existing_tables(spark, config)
-        register_meta_tables(spark, config)
+        register_existing_tables(spark, project, config)
+        register_meta_tables(spark, project, config)
         if args.query:
             print("\n\n".join(run_statements(spark, args.query, args.limit, roots)))
         else:
@@ -303,7 +309,7 @@ def pipeline_folders(config: Config) -> dict[str, str]:
     reads paths only under them, an export writes only outside them."""
     from etl.ingest.storage import glob_root
 
-    globs = [g for subset in config.sources for g in (*subset.base, *subset.joined, *subset.aesthetic)]
+    globs = [g for subset in config.sources for family_globs in subset.families.values() for g in family_globs]
     folders = {config.warehouse: "the warehouse"}
     for folder in config.images:
         folders.setdefault(folder, "the image folder")
@@ -312,12 +318,12 @@ def pipeline_folders(config: Config) -> dict[str, str]:
     return folders
 
 
-def _tables(config: Config, submitted: bool) -> int:
+def _tables(project: Project, config: Config, submitted: bool) -> int:
     from etl.build.summary import format_tables, table_inventory
     from etl.engine.session import open_session
 
     with open_session(config, submitted=submitted) as spark:
-        print(format_tables(table_inventory(spark, config)))
+        print(format_tables(table_inventory(spark, project, config)))
     return EXIT_OK
 
 

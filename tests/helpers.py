@@ -93,9 +93,9 @@ def read_parquet_table(path) -> pa.Table:
 
 @cache
 def _table_layers() -> dict[str, str]:
-    from etl.project.tables import discover_tables
+    from etl.project.project import load_project
 
-    return {table.name: table.layer for table in discover_tables()}
+    return {table.name: table.layer for table in load_project().tables}
 
 
 def table_dir(warehouse: Path, name: str) -> Path:

@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from helpers import one_line, read_delta
 from planted import planted_config, write_planted_sources
 
@@ -205,7 +205,7 @@ def test_dry_run_prints_the_plan_in_build_order_and_touches_nothing(cli, tmp_pat
 
     assert f"engine sail, format delta, warehouse {warehouse}" in out
     assert "subsets: laion2B-en, laion1B-nolang (rebuild the partitions whose inputs changed)" in out
-    names = [f"laion.{t.name}" for t in discover_tables()]
+    names = [f"laion.{t.name}" for t in load_project().tables]
     assert set(names) == {f"laion.{n}" for n in TABLE_ROWS}
     rows = {}
     for line in out.splitlines():
@@ -246,7 +246,7 @@ def test_auto_shuffle_partitions_follow_the_input_bytes(tmp_path, planted_root, 
     text = Path(config_file(tmp_path, planted_root, tmp_path / "warehouse")).read_text()
     config = load_config(config_file(tmp_path, planted_root, tmp_path / "warehouse",
                                      text.replace("shuffle_partitions: 2", "shuffle_partitions: auto")))
-    plan = make_plan(config)
+    plan = make_plan(load_project(), config)
     assert plan.input_bytes == sum(p.stat().st_size for p in planted_root.rglob("*.parquet")
                                    if "images" not in p.parts)
     monkeypatch.setattr(plan_module, "local_cores", lambda: 2)
@@ -254,7 +254,7 @@ def test_auto_shuffle_partitions_follow_the_input_bytes(tmp_path, planted_root, 
     monkeypatch.setattr(plan_module, "INPUT_BYTES_PER_SHUFFLE_PARTITION", plan.input_bytes // 10)
     assert plan.shuffle_partitions == 11
     fixed = load_config(config_file(tmp_path, planted_root, tmp_path / "warehouse"))
-    assert make_plan(fixed).shuffle_partitions == 2 == fixed.spark.shuffle_partitions
+    assert make_plan(load_project(), fixed).shuffle_partitions == 2 == fixed.spark.shuffle_partitions
 
 
 # --- builds -------------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ def test_plan_reading_only_tables_sizes_its_shuffle_by_the_upstream_tables(built
     from etl.build.plan import make_plan
 
     config, warehouse = built
-    plan = make_plan(load_config(config), layers=["dms"])
+    plan = make_plan(load_project(), load_config(config), layers=["dms"])
     upstream = [warehouse / "ods/ods_laion_joined", warehouse / "dmd/dmd_image_path_suffix_aesthetics"]
     assert plan.input_bytes == sum(f.stat().st_size for table in upstream for f in table.rglob("*") if f.is_file())
     assert plan.input_bytes > 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from etl.project.config import ConfigError, load_config
+from etl.project.project import load_project
 
 VALID = """
 engine: sail
@@ -68,8 +69,8 @@ def test_valid_config_loads_with_its_values(tmp_path):
     assert config.spark.shuffle_partitions == 3
     assert config.subset_names == ("laion2B-en", "laion1B-nolang", "laion2B-multi")
     assert config.connect_url is None and config.s3_endpoint is None
-    assert set(config.layers) == {"ods", "dmd", "dms"}
-    assert config.layers["dms"].partition_by == ("subset",)
+    assert config.layers == {}  # the project's layer defaults apply
+    assert config.project_dir is None
 
 
 def test_relative_paths_resolve_against_the_config_folder_not_the_cwd(tmp_path, monkeypatch):
@@ -81,8 +82,8 @@ def test_relative_paths_resolve_against_the_config_folder_not_the_cwd(tmp_path, 
     folder = conf_dir.resolve()
     assert config.warehouse == str(folder / "warehouse")
     en = config.sources[0]
-    assert en.base == (str(folder / "src/laion2B-en/*.parquet"),)
-    assert en.joined == (str(folder / "src/laion2B-en-joined/*.parquet"),)
+    assert en.globs("base") == (str(folder / "src/laion2B-en/*.parquet"),)
+    assert en.globs("joined") == (str(folder / "src/laion2B-en-joined/*.parquet"),)
     assert config.images[0] == str(folder / "images")
     assert config.table_path("dms", "dms_laion_wide") == str(folder / "warehouse" / "dms" / "dms_laion_wide")
 
@@ -95,9 +96,9 @@ def test_relative_parent_paths_resolve_like_the_demo_config(tmp_path):
 def test_s3_and_absolute_paths_are_kept_as_they_are(tmp_path):
     config = load(tmp_path, VALID)
     en, nolang, _ = config.sources
-    assert en.aesthetic[1] == "s3://laion/improved_aesthetics_4.5plus/*.parquet"
-    assert en.aesthetic[2] == "/abs/third/*.parquet"
-    assert nolang.joined == ("s3://laion/laion1B-nolang-joined/*.parquet",)
+    assert en.globs("aesthetic")[1] == "s3://laion/improved_aesthetics_4.5plus/*.parquet"
+    assert en.globs("aesthetic")[2] == "/abs/third/*.parquet"
+    assert nolang.globs("joined") == ("s3://laion/laion1B-nolang-joined/*.parquet",)
     assert config.images[1] == "s3://bucket/img2dataset/run1/"
     s3_warehouse = load(tmp_path, MINIMAL.replace("warehouse: wh", "warehouse: s3://bucket/warehouse"))
     assert s3_warehouse.warehouse == "s3://bucket/warehouse"
@@ -117,7 +118,7 @@ def test_subset_default_languages_and_explicit_language_wins(tmp_path):
 def test_aesthetic_sources_keep_their_priority_order(tmp_path):
     config = load(tmp_path, VALID)
     folder = tmp_path.resolve()
-    assert config.sources[0].aesthetic == (
+    assert config.sources[0].globs("aesthetic") == (
         str(folder / "src/laion2B-en-aesthetic/*.parquet"),
         "s3://laion/improved_aesthetics_4.5plus/*.parquet",
         "/abs/third/*.parquet",
@@ -126,9 +127,9 @@ def test_aesthetic_sources_keep_their_priority_order(tmp_path):
         "      - src/laion2B-en-aesthetic/*.parquet\n      - s3://laion/improved_aesthetics_4.5plus/*.parquet\n",
         "      - s3://laion/improved_aesthetics_4.5plus/*.parquet\n      - src/laion2B-en-aesthetic/*.parquet\n")
     assert reversed_order != VALID
-    assert load(tmp_path, reversed_order).sources[0].aesthetic[:2] == (
+    assert load(tmp_path, reversed_order).sources[0].globs("aesthetic")[:2] == (
         "s3://laion/improved_aesthetics_4.5plus/*.parquet", str(folder / "src/laion2B-en-aesthetic/*.parquet"))
-    assert config.sources[1].aesthetic == ()
+    assert config.sources[1].globs("aesthetic") == ()
 
 
 def test_images_and_optional_sections_may_be_left_out(tmp_path):
@@ -136,7 +137,7 @@ def test_images_and_optional_sections_may_be_left_out(tmp_path):
     assert config.images == ()
     assert config.engine == "sail" and config.format == "delta"
     assert config.spark.shuffle_partitions is None  # auto: the build derives it from its input bytes
-    assert config.sources[0].aesthetic == ()
+    assert config.sources[0].globs("aesthetic") == ()
 
 
 def test_shuffle_partitions_auto_is_the_default_spelled_out(tmp_path):
@@ -145,8 +146,9 @@ def test_shuffle_partitions_auto_is_the_default_spelled_out(tmp_path):
 
 def test_layers_section_overrides_defaults(tmp_path):
     config = load(tmp_path, MINIMAL + "layers:\n  dmd:\n    partition_by: []\n")
-    assert config.layers["dmd"].partition_by == ()
-    assert config.layers["ods"].partition_by == ("subset",)
+    tables = load_project().tables_by_name
+    assert tables["dmd_image_path_suffix_aesthetics"].partition_by(config) == ()
+    assert tables["ods_laion_base"].partition_by(config) == ("subset",)
 
 
 def test_s3_endpoint_is_read(tmp_path):
@@ -192,7 +194,7 @@ def test_env_override_comma_separated_value_becomes_a_list(tmp_path):
     assert config.images == ("s3://b/one", "s3://b/two")
     aesthetic = load(tmp_path, VALID, environ={
         "LAION_ETL__SOURCES__LAION2B-EN__AESTHETIC": "s3://x/first/*.parquet,s3://x/second/*.parquet"})
-    assert aesthetic.sources[0].aesthetic == ("s3://x/first/*.parquet", "s3://x/second/*.parquet")
+    assert aesthetic.sources[0].globs("aesthetic") == ("s3://x/first/*.parquet", "s3://x/second/*.parquet")
 
 
 def test_env_override_matches_subset_names_case_insensitively(tmp_path):
@@ -203,13 +205,13 @@ def test_env_override_matches_subset_names_case_insensitively(tmp_path):
     assert config.subset_names == ("laion2B-en", "laion1B-nolang", "laion2B-multi")  # no new subset appeared
     by_name = {s.name: s for s in config.sources}
     assert by_name["laion2B-en"].language == "english"
-    assert by_name["laion1B-nolang"].joined == ("s3://n/j/*.parquet",)
+    assert by_name["laion1B-nolang"].globs("joined") == ("s3://n/j/*.parquet",)
 
 
 def test_env_override_that_is_not_yaml_is_taken_as_a_plain_string(tmp_path):
     config = load(tmp_path, VALID, environ={"LAION_ETL__SOURCES__LAION2B-EN__BASE": "*.parquet",
                                             "LAION_ETL__WAREHOUSE": "[oops"})
-    assert config.sources[0].base == (str(tmp_path.resolve() / "*.parquet"),)
+    assert config.sources[0].globs("base") == (str(tmp_path.resolve() / "*.parquet"),)
     assert config.warehouse == str(tmp_path.resolve() / "[oops")
 
 
@@ -291,7 +293,7 @@ def test_explicit_overrides_beat_the_environment(tmp_path):
 ])
 def test_errors_name_the_key(tmp_path, text, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        load(tmp_path, text)
+        load_project().check(load(tmp_path, text))
 
 
 def test_connect_engine_with_sc_url_is_accepted(tmp_path):

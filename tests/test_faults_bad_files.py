@@ -12,11 +12,11 @@ import shutil
 import pytest
 
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from helpers import assert_same_rows, committed, one_line, read_delta, runs, table_dir, write_planted_config
 from planted import write_planted_sources
 
-TABLES = {t.name: t for t in discover_tables()}
+TABLES = {t.name: t for t in load_project().tables}
 BASE_PART = "laion2B-en/part-00000.parquet"
 
 

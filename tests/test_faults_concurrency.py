@@ -26,7 +26,7 @@ import pytest
 
 from etl.project.config import ConfigError, load_config, parse_config
 from etl.warehouse.lock import LOCK_FILE, LockError, LockOwner, acquire, lock_store, warehouse_lock
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from helpers import REPO, assert_same_rows, one_line, read_delta, runs, write_planted_config
 from planted import write_planted_sources
 
@@ -288,7 +288,7 @@ def test_lock_on_object_storage_is_not_removed_once_it_changed_hands(s3_env, tmp
 # ---------------------------------------------------------------------------------------------
 # end to end: two builds at once, and a build killed while holding the lock
 
-WAREHOUSE_TABLES = [(t.layer, t.name) for t in discover_tables()]
+WAREHOUSE_TABLES = [(t.layer, t.name) for t in load_project().tables]
 
 
 @pytest.fixture(scope="module")

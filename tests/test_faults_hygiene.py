@@ -26,13 +26,15 @@ import pytest
 import yaml
 
 from etl.project.config import ConfigError, load_config
-from etl.export.filters import FilterError, load_presets, resolve_filter, validate_predicate, wide_table_columns
+from etl.project.project import load_project
+from etl.export.filters import FilterError, load_presets, resolve_filter, validate_predicate
 from helpers import REPO, write_planted_project
 from planted import planted_config, write_planted_sources
 
 ACCESS_KEY_ID = "AKIDMARKER" + secrets.token_hex(5).upper()
 SECRET_ACCESS_KEY = "secretmarker" + secrets.token_hex(14)
 MARKERS = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+WIDE_COLUMNS = load_project().wide_table.contract.column_types
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,11 +206,9 @@ def test_real_subset_names_are_accepted(tmp_path, name):
 def test_every_table_path_stays_inside_the_warehouse(tmp_path, trailing):
     from etl.warehouse.lock import lock_location
     from etl.warehouse.meta import DQ_RESULTS, QUARANTINE, RUNS, meta_path
-    from etl.project.tables import discover_tables
-
     root = tmp_path / "wh"
     config = load_config(write_config(tmp_path, warehouse=f"{root}{trailing}"))
-    paths = [t.path(config) for t in discover_tables()]
+    paths = [t.path(config) for t in load_project().tables]
     paths += [meta_path(config, name) for name in (RUNS, DQ_RESULTS, QUARANTINE)] + [lock_location(config)]
     for path in paths:
         assert path.startswith(f"{root}/") and "//" not in path and "/." not in path, path
@@ -216,18 +216,11 @@ def test_every_table_path_stays_inside_the_warehouse(tmp_path, trailing):
 
 
 @pytest.mark.parametrize("stem", ["Bad-Name", "x.y", ".", "1abc", "a b"])
-def test_table_names_from_sql_files_are_checked(tmp_path, monkeypatch, stem):
-    import shutil
-
-    import etl.project.tables as project
-
-    shutil.copytree(project.SQL_DIR, tmp_path / "sql")
-    shutil.copytree(project.CONTRACTS_DIR, tmp_path / "expectations")
+def test_table_names_from_sql_files_are_checked(tmp_path, stem):
+    (tmp_path / "sql" / "ods").mkdir(parents=True)
     (tmp_path / "sql" / "ods" / f"{stem}.sql").write_text("select 1 as x")
-    monkeypatch.setattr(project, "SQL_DIR", tmp_path / "sql")
-    monkeypatch.setattr(project, "CONTRACTS_DIR", tmp_path / "expectations")
     with pytest.raises(ConfigError, match=rf"^{tmp_path / 'sql' / 'ods'}/.*: table name '{stem}' must be lower-case"):
-        project.discover_tables()
+        load_project(str(tmp_path))
 
 
 @pytest.fixture
@@ -258,7 +251,7 @@ def test_dq_tables_from_the_command_line_are_checked(cli_config, run_cli, table)
 @pytest.mark.parametrize("preset", ["..", "../sd2", "/abs", "a/b"])
 def test_preset_names_are_checked(preset):
     with pytest.raises(FilterError, match=r"^unknown filter preset"):
-        resolve_filter(preset, None, wide_table_columns())
+        resolve_filter(preset, None, WIDE_COLUMNS, load_project().preset_files)
 
 
 @pytest.mark.parametrize("name", ["../sd2", "a/b", "UPPER", ""])
@@ -266,7 +259,7 @@ def test_preset_names_in_the_presets_file_are_checked(tmp_path, name):
     path = tmp_path / "presets.yaml"
     path.write_text(f"presets:\n  {name!r}:\n    description: x\n    where: width > 1\n")
     with pytest.raises(FilterError, match="a preset name is lower-case letters, digits"):
-        load_presets(path)
+        load_presets(path, WIDE_COLUMNS)
 
 
 @pytest.mark.parametrize("out, message", [
@@ -311,7 +304,7 @@ def test_export_folder_cannot_overlap_the_warehouse_or_climb_out_of_its_bucket(c
 ])
 def test_where_refuses_anything_but_a_filter(where):
     with pytest.raises(FilterError):
-        validate_predicate(where, wide_table_columns())
+        validate_predicate(where, WIDE_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +333,7 @@ QUOTED_TEXTS = ["abc' or 1=1 --", "abc\\", "it's", "a\nb", "plain", "%;%", "ab"]
 ])
 def test_validated_where_means_on_the_engine_what_was_validated(engine, where, expected):
     """The regenerated SQL is parsed again by the engine: both parsers must agree on every literal."""
-    columns = dict(wide_table_columns())
+    columns = dict(WIDE_COLUMNS)
     normalised = validate_predicate(where, columns)
     rows = engine.createDataFrame([(t,) for t in QUOTED_TEXTS], "text string").filter(normalised).collect()
     assert sorted(r.text for r in rows) == sorted(expected), normalised

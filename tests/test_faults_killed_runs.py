@@ -22,11 +22,11 @@ import pytest
 from deltalake import DeltaTable
 
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from etl.synth import generate
 from helpers import REPO, assert_same_rows, committed, demo_config, read_delta, runs, table_dir
 
-TABLES = {t.name: t for t in discover_tables()}
+TABLES = {t.name: t for t in load_project().tables}
 ROWS = 150_000
 
 
@@ -99,7 +99,7 @@ def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp
     from etl.project.config import load_config
     from etl.build.plan import make_plan
 
-    plan = make_plan(load_config(config))
+    plan = make_plan(load_project(), load_config(config))
     assert main(["-q", "build", "--config", str(config)]) == 0
     for name in TABLES:
         assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(reference, name)))

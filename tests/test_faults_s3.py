@@ -21,7 +21,7 @@ from deltalake import DeltaTable
 
 from etl.cli import main
 from etl.project.config import ConfigError, load_config
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from faultproxy import FORWARD, STALL, FaultProxy, Rule
 from helpers import assert_same_rows, one_line
 from planted import expected_wide_rows, planted_config, write_planted_sources
@@ -212,7 +212,7 @@ def test_a_permanent_throttle_while_planning_fails_the_build_before_any_table(la
     line = one_line(capsys.readouterr().err)
     assert "s3://lake/sources/laion2B-en-joined/part-00000.parquet" in line and "HTTP status 503" in line, line
     assert len(proxy.faulted(rule)) == 5  # s3.max_attempts
-    assert not any(lake.has_table("wh-unreachable", f"{table.layer}/{table.name}") for table in discover_tables())
+    assert not any(lake.has_table("wh-unreachable", f"{table.layer}/{table.name}") for table in load_project().tables)
 
 
 def test_an_unreachable_source_is_not_skipped_as_a_bad_file(lake, baseline, proxy, capsys):
@@ -224,7 +224,7 @@ def test_an_unreachable_source_is_not_skipped_as_a_bad_file(lake, baseline, prox
     assert main(["build", "--config", str(config)]) == 1
     line = one_line(capsys.readouterr().err)
     assert "s3://lake/sources/laion2B-en/part-00000.parquet" in line and "HTTP status 503" in line, line
-    assert not any(lake.has_table("wh-skip", f"{table.layer}/{table.name}") for table in discover_tables())
+    assert not any(lake.has_table("wh-skip", f"{table.layer}/{table.name}") for table in load_project().tables)
 
 
 # --- (c) exports to S3 ---------------------------------------------------------------------------

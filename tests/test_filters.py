@@ -14,18 +14,20 @@ from etl.export.filters import (
     load_presets,
     resolve_filter,
     validate_predicate,
-    wide_table_columns,
 )
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
+
+PROJECT = load_project()
+PRESET_FILES = PROJECT.preset_files
 
 
 @pytest.fixture(scope="module")
 def columns() -> dict[str, str]:
-    return wide_table_columns()
+    return PROJECT.wide_table.contract.column_types
 
 
 def test_columns_come_from_the_wide_table_contract(columns):
-    contract = next(t.contract for t in discover_tables() if t.name == "dms_laion_wide")
+    contract = next(t.contract for t in PROJECT.tables if t.name == "dms_laion_wide")
     assert list(columns.items()) == [(c.name, c.type) for c in contract.columns]
     assert columns["url"] == "string" and columns["width"] == "int" and columns["punsafe"] == "float"
 
@@ -34,7 +36,8 @@ def test_columns_come_from_the_wide_table_contract(columns):
 
 
 def test_presets_load_and_validate(columns):
-    presets = load_presets()
+    (presets_file,) = PRESET_FILES
+    presets = load_presets(presets_file, columns)
     assert {"sd2", "laion_art", "high_resolution"} <= set(presets)
     for name, preset in presets.items():
         assert isinstance(preset, Preset) and preset.name == name and preset.description
@@ -45,26 +48,26 @@ def test_presets_load_and_validate(columns):
     assert presets["high_resolution"].where == "width >= 1024 AND height >= 1024"
 
 
-def test_broken_preset_file_names_the_preset(tmp_path):
+def test_broken_preset_file_names_the_preset(tmp_path, columns):
     path = tmp_path / "presets.yaml"
     path.write_text("presets:\n  fine:\n    where: width > 1\n  broken:\n    description: x\n"
                     "    where: nope > 1; drop table laion.dms_laion_wide\n")
     with pytest.raises(FilterError, match=r"preset 'broken'.*';' is not allowed"):
-        load_presets(path)
+        load_presets(path, columns)
     path.write_text("presets:\n  bad_col:\n    where: nope > 1\n")
     with pytest.raises(FilterError, match=r"preset 'bad_col'.*unknown column.*nope"):
-        load_presets(path)
+        load_presets(path, columns)
     path.write_text("presets:\n  typo:\n    wher: width > 1\n")
     with pytest.raises(FilterError, match=r"preset 'typo'.*unknown key.*wher"):
-        load_presets(path)
+        load_presets(path, columns)
     path.write_text(f"presets:\n  {ADHOC_NAME}:\n    where: width > 1\n")
     with pytest.raises(FilterError, match="reserved"):
-        load_presets(path)
+        load_presets(path, columns)
     path.write_text("presets: {}\n")
     with pytest.raises(FilterError, match="non-empty 'presets:'"):
-        load_presets(path)
+        load_presets(path, columns)
     with pytest.raises(FilterError, match="cannot read"):
-        load_presets(tmp_path / "missing.yaml")
+        load_presets(tmp_path / "missing.yaml", columns)
 
 
 # -- accepted ---------------------------------------------------------------------------------
@@ -100,7 +103,10 @@ def test_accepted_expressions_are_normalised(expr, columns):
     assert validate_predicate(expr, columns) == ACCEPTED[expr]
 
 
-@pytest.mark.parametrize("expr", list(ACCEPTED) + [p.where for p in load_presets().values()])
+PRESETS = load_presets(PRESET_FILES[0], PROJECT.wide_table.contract.column_types)
+
+
+@pytest.mark.parametrize("expr", list(ACCEPTED) + [p.where for p in PRESETS.values()])
 def test_normalised_output_revalidates_to_itself(expr, columns):
     once = validate_predicate(expr, columns)
     assert validate_predicate(once, columns) == once
@@ -210,7 +216,7 @@ def test_non_string_is_refused(columns):
 
 
 def test_resolve_preset(columns):
-    resolved = resolve_filter("laion_art", None, columns)
+    resolved = resolve_filter("laion_art", None, columns, PRESET_FILES)
     assert resolved == ResolvedFilter("laion_art", "aesthetic_score > 8 AND pwatermark < 0.8 AND punsafe < 0.5")
     assert resolved.is_preset
 
@@ -230,7 +236,7 @@ def test_resolve_needs_exactly_one(columns):
 
 def test_resolve_unknown_preset_lists_the_known_ones(columns):
     with pytest.raises(FilterError, match=r"unknown filter preset 'sd3'; known presets: .*high_resolution.*laion_art.*sd2"):
-        resolve_filter("sd3", None, columns)
+        resolve_filter("sd3", None, columns, PRESET_FILES)
 
 
 def test_resolve_refuses_injection(columns):
@@ -240,4 +246,4 @@ def test_resolve_refuses_injection(columns):
 
 def test_resolve_checks_presets_against_the_given_columns():
     with pytest.raises(FilterError, match=r"preset 'sd2'.*unknown column"):
-        resolve_filter("sd2", None, {"url": "string", "text": "string"})
+        resolve_filter("sd2", None, {"url": "string", "text": "string"}, PRESET_FILES)

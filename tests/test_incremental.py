@@ -17,11 +17,11 @@ import pytest
 from deltalake import DeltaTable
 
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from helpers import assert_same_rows, read_delta, runs, table_dir, write_planted_config
 from planted import write_planted_sources
 
-TABLES = {t.name: t for t in discover_tables()}
+TABLES = {t.name: t for t in load_project().tables}
 EN, NOLANG = "laion2B-en", "laion1B-nolang"
 
 

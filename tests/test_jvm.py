@@ -16,7 +16,7 @@ import pytest
 
 from etl import laion_hash
 from etl.cli import main
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from etl.synth import generate
 from helpers import (REPO, assert_same_rows, demo_config, need_java, read_delta, read_parquet_table, runs,
                      write_planted_config, write_planted_project)
@@ -83,7 +83,7 @@ def test_spark_submit_builds_the_planted_wide_table(both_engines):
     assert_same_rows(wide.select(WIDE_SCHEMA.names).cast(WIDE_SCHEMA), expected)
 
 
-@pytest.mark.parametrize("table", [t for t in discover_tables()], ids=lambda t: t.name)
+@pytest.mark.parametrize("table", load_project().tables, ids=lambda t: t.name)
 def test_jvm_and_sail_give_the_same_rows(both_engines, table):
     root, _ = both_engines
     sail = table_rows(root / "sail_warehouse", "delta", table.layer, table.name)
@@ -106,7 +106,7 @@ def both_engines_on_synth(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("table", [t for t in discover_tables()], ids=lambda t: t.name)
+@pytest.mark.parametrize("table", load_project().tables, ids=lambda t: t.name)
 def test_jvm_and_sail_agree_on_synthetic_sources(both_engines_on_synth, table):
     root = both_engines_on_synth
     sail = table_rows(root / "sail_warehouse", "delta", table.layer, table.name)

@@ -8,7 +8,7 @@ import pytest
 
 from etl import laion_hash
 from etl.project.config import load_config
-from etl.project.tables import discover_tables
+from etl.project.project import load_project
 from helpers import assert_same_rows, read_delta, write_planted_project
 from planted import A, B, D, IMAGE_KEY_A, WIDE_SCHEMA, expected_wide_rows
 
@@ -88,7 +88,7 @@ def test_every_table_matches_its_contract_schema(planted_build):
     config = load_config(config_path)
     type_names = {pa.int64(): "bigint", pa.int32(): "int", pa.string(): "string", pa.float64(): "double",
                   pa.float32(): "float"}
-    for table in discover_tables():
+    for table in load_project().tables:
         schema = read_delta(table.path(config)).schema
         actual = [(f.name, type_names[f.type]) for f in schema]
         assert actual == [(c.name, c.type) for c in table.contract.columns], table.name

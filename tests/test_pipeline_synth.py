@@ -137,9 +137,9 @@ def test_language_falls_back_to_the_subset_default(synth_build):
 def test_rebuild_is_idempotent_on_every_table(synth_build):
     root, _, config = synth_build
     from etl.project.config import load_config
-    from etl.project.tables import discover_tables
+    from etl.project.project import load_project
 
-    tables = discover_tables()
+    tables = load_project().tables
     paths = [t.path(load_config(config)) for t in tables]
     before = [read_delta(p) for p in paths]
     assert main(["build", "--config", str(config), "--force"]) == 0

@@ -15,22 +15,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from etl.project.tables import Table, discover_tables
+from etl.project.tables import Table
+
+if TYPE_CHECKING:
+    from etl.build.plan import BuildPlan
 
 WHOLE_TABLE = "*"
 SUBSET_COLUMN = "subset"
 
 
-def partition_keys(table: Table, plan) -> tuple[str, ...]:
+def partition_keys(table: Table, plan: BuildPlan) -> tuple[str, ...]:
     """The partitions of `table` this plan covers."""
     if SUBSET_COLUMN in table.partition_by(plan.config):
         return tuple(plan.subset_names)
     return (WHOLE_TABLE,)
 
 
-def planned_signatures(plan, recorded: dict[tuple[str, str], str]) -> dict[tuple[str, str], Optional[str]]:
+def planned_signatures(plan: BuildPlan, recorded: dict[tuple[str, str], str]) -> dict[tuple[str, str], Optional[str]]:
     """Signature of every planned partition, in build order (upstream before downstream).
 
     Upstream tables outside the plan contribute their recorded signature; an unrecorded one makes
@@ -38,7 +41,7 @@ def planned_signatures(plan, recorded: dict[tuple[str, str], str]) -> dict[tuple
     """
     signatures: dict[tuple[str, str], Optional[str]] = {}
     planned = {t.name: t for t in plan.tables}
-    known = {t.name: t for t in discover_tables()}
+    known = plan.project.tables_by_name
     for table in plan.tables:
         for key in partition_keys(table, plan):
             upstream = []
@@ -59,7 +62,8 @@ def planned_signatures(plan, recorded: dict[tuple[str, str], str]) -> dict[tuple
     return signatures
 
 
-def partitions_to_build(plan, table: Table, signatures: dict, recorded: dict, table_present: bool) -> tuple[str, ...]:
+def partitions_to_build(plan: BuildPlan, table: Table, signatures: dict, recorded: dict,
+                        table_present: bool) -> tuple[str, ...]:
     """Partitions of `table` this build redoes: forced, out of date, or all when the table is missing."""
     keys = partition_keys(table, plan)
     if plan.force or not table_present or (plan.subsets and keys != (WHOLE_TABLE,)):
@@ -68,7 +72,7 @@ def partitions_to_build(plan, table: Table, signatures: dict, recorded: dict, ta
                  or signatures[(table.name, k)] != recorded.get((table.name, k)))
 
 
-def _upstream_keys(upstream: Table, key: str, plan) -> Sequence[str]:
+def _upstream_keys(upstream: Table, key: str, plan: BuildPlan) -> Sequence[str]:
     """Which partitions of `upstream` feed partition `key`."""
     upstream_keys = partition_keys(upstream, plan)
     if upstream_keys == (WHOLE_TABLE,):
@@ -76,26 +80,9 @@ def _upstream_keys(upstream: Table, key: str, plan) -> Sequence[str]:
     return upstream_keys if key == WHOLE_TABLE else (key,)
 
 
-def _view_inputs(table: Table, key: str, plan) -> list:
-    from etl.build.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW
-
-    def in_partition(subset: str) -> bool:
-        return key == WHOLE_TABLE or subset == key
-
-    inputs = []
-    for view in table.input_views:
-        if view in SOURCE_VIEWS:
-            family = SOURCE_VIEWS[view]
-            inputs.append([view, sorted(
-                [f.path, f.footer.size, f.footer.modified_ns, f.footer.fingerprint, f.source_rank]
-                for f in plan.source_files[family] if in_partition(f.subset))])
-            inputs.append([view + ":refused", sorted(
-                [f.path, f.size, f.modified_ns] for f in plan.refused_files[family] if in_partition(f.subset))])
-        elif view == IMAGE_VIEW:
-            inputs.append([view, sorted([s.folder, s.file_name, s.size, s.modified_ns] for s in plan.image_shards)])
-        elif view == SUBSET_DEFAULTS_VIEW:
-            inputs.append([view, sorted([s.name, s.language] for s in plan.config.sources if in_partition(s.name))])
-    return inputs
+def _view_inputs(table: Table, key: str, plan: BuildPlan) -> list:
+    subsets = None if key == WHOLE_TABLE else (key,)
+    return [entry for view in plan.views_of(table) for entry in view.sign(subsets)]
 
 
 def _digest(value) -> str:

@@ -13,20 +13,20 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 from pyspark.sql import functions as F
 
 from etl.project.config import Config
 from etl.project.contracts import ContractError
-from etl.ingest.images import INDEX_DDL, index_batches
 from etl.build.inputs import WHOLE_TABLE
-from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_contract, meta_path
-from etl.build.plan import IMAGE_VIEW, SOURCE_VIEWS, SUBSET_DEFAULTS_VIEW, BuildPlan
+from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
+from etl.build.plan import BuildPlan
 from etl.progress import step
-from etl.project.tables import DATABASE, Table, discover_tables
+from etl.project.project import Project
+from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
-from etl.ingest.sources import SourceError, accepted_rows, read_family, rejected_rows
+from etl.ingest.sources import SourceError
 from etl.quality.validation import Validator, histograms
 from etl.warehouse.store import table_store
 
@@ -73,11 +73,11 @@ class BuildState:
         return sum(s.quarantined or 0 for s in self.steps)
 
 
-def register_existing_tables(spark, config: Config) -> list[Table]:
+def register_existing_tables(spark, project: Project, config: Config) -> list[Table]:
     """Register every table already in the warehouse, so SQL can name it `laion.<table>`."""
     present = []
     store = table_store(config)
-    for table in discover_tables():
+    for table in project.tables:
         path = table.path(config)
         if store.exists(path):
             store.register(spark, table.name, path, bool(table.partition_by(config)))
@@ -88,8 +88,8 @@ def register_existing_tables(spark, config: Config) -> list[Table]:
 def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     config = plan.config
     spark.conf.set("spark.sql.shuffle.partitions", str(plan.shuffle_partitions))
-    register_existing_tables(spark, config)
-    known = {t.name: t for t in discover_tables()}
+    register_existing_tables(spark, plan.project, config)
+    known = plan.project.tables_by_name
     _apply_bad_file_policy(spark, plan, state)
     for table in plan.tables:
         _require_upstream(config, known, table)
@@ -154,14 +154,13 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
         return
     policy = plan.config.on_bad_file
     for table in plan.tables:
-        families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
-        files = [f for family in families for f in plan.refused_files.get(family, [])]
+        files = [f for view in plan.views_of(table) for f in view.refused_files(None)]
         if not files:
             continue
         rule = refused_files_rule(table.name, files, FAIL if policy == "fail" else WARN)
         state.refusals[table.name] = rule
         if policy == "fail":
-            append_source_files(spark, plan.config, state.run_id, table.name, [], files, None)
+            append_source_files(spark, plan.project, plan.config, state.run_id, table.name, [], files, None)
             state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
                                               published=False, rules=[rule]))
     for file in refused:
@@ -174,16 +173,12 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
 def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], run_id: str,
                    version: Optional[int]) -> None:
     """After publishing: which source files this version was built from, and each partition's signature."""
-    families = [SOURCE_VIEWS[v] for v in table.input_views if v in SOURCE_VIEWS]
-    if families:
-        def rebuilt(f) -> bool:
-            return keys == (WHOLE_TABLE,) or f.subset in keys
-
-        files = [f for family in families for f in plan.source_files[family] if rebuilt(f)]
-        refused = [f for family in families for f in plan.refused_files[family] if rebuilt(f)]
-        append_source_files(spark, plan.config, run_id, table.name, files, refused, version)
+    subsets = None if keys == (WHOLE_TABLE,) else keys
+    files = [f for view in plan.views_of(table) for f in view.read_files(subsets)]
+    refused = [f for view in plan.views_of(table) for f in view.refused_files(subsets)]
+    append_source_files(spark, plan.project, plan.config, run_id, table.name, files, refused, version)
     signatures = {key: plan.signatures[(table.name, key)] for key in keys}
-    append_table_inputs(spark, plan.config, run_id, table.name, signatures, version,
+    append_table_inputs(spark, plan.project, plan.config, run_id, table.name, signatures, version,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -233,7 +228,7 @@ def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Opt
     actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     problems = table.contract.schema_differences(actual)
     if problems:
-        raise ContractError(f"{table.name}: the SELECT in {table.sql_path.name} breaks its contract "
+        raise ContractError(f"{table.name}: the SELECT in {table.sql_file.name} breaks its contract "
                             f"{table.contract.path.name}: {'; '.join(problems)}")
     partition_by = table.partition_by(plan.config)
     whole = subsets is None or set(subsets) >= set(plan.config.subset_names)
@@ -247,7 +242,7 @@ def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Opt
 def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: str,
                       subsets: Optional[tuple[str, ...]]) -> Optional[int]:
     """Replace this table's quarantined rows for the subsets being built; return how many."""
-    contract = meta_contract(QUARANTINE)
+    contract = plan.project.meta_contracts[QUARANTINE]
     rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
                            F.lit(table.name).alias("ods_table"), "subset")
     replace = {"ods_table": [table.name], "subset": list(subsets or plan.subset_names)}
@@ -257,11 +252,11 @@ def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: st
     return written.rows_written
 
 
-def _require_upstream(config: Config, known: dict[str, Table], table: Table) -> None:
+def _require_upstream(config: Config, known: Mapping[str, Table], table: Table) -> None:
     for name in table.upstream_tables:
         upstream = known.get(name)
         if upstream is None:
-            raise BuildError(f"{table.name}: {table.sql_path.name} reads {DATABASE}.{name}, which no sql/ file defines")
+            raise BuildError(f"{table.name}: {table.sql_file.name} reads {DATABASE}.{name}, which no sql/ file defines")
         if not table_store(config).exists(upstream.path(config)):
             raise BuildError(f"{table.name}: needs {DATABASE}.{name}, which is not built yet at "
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
@@ -271,25 +266,12 @@ def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, 
     """Create the temp views the table's SQL reads (source files of `subsets` only); return the
     rejected source rows, if any."""
     rejected = None
-    for view in table.input_views:
-        if view in SOURCE_VIEWS:
-            family_rows = read_family(spark, SOURCE_VIEWS[view], plan.files_of(SOURCE_VIEWS[view], subsets))
-            accepted_rows(family_rows).createOrReplaceTempView(view)
-            rejected = rejected_rows(family_rows) if rejected is None else rejected.unionByName(rejected_rows(family_rows))
-        elif view == IMAGE_VIEW:
-            _image_index_source(spark, plan).createOrReplaceTempView(view)
-        elif view == SUBSET_DEFAULTS_VIEW:
-            rows = [(s.name, s.language) for s in plan.config.sources]
-            spark.createDataFrame(rows, "subset string, default_language string").createOrReplaceTempView(view)
-        else:
-            raise BuildError(f"{table.name}: {table.sql_path.name} reads view {view!r}, which the framework does not provide")
+    for name in table.input_views:
+        view = plan.views.get(name)
+        if view is None:
+            raise BuildError(f"{table.name}: {table.sql_file.name} reads view {name!r}, "
+                             "which the framework does not provide")
+        rows = view.bind(spark, subsets)
+        if rows is not None:
+            rejected = rows if rejected is None else rejected.unionByName(rows)
     return rejected
-
-
-def _image_index_source(spark, plan: BuildPlan):
-    shards = [(s.folder, s.file_name) for s in plan.image_shards]
-    if not shards:
-        return spark.createDataFrame([], INDEX_DDL)
-    listing = spark.createDataFrame(shards, "folder string, file_name string")
-    # One shard per task: the work is opening image files, which parallelises well.
-    return listing.repartition(min(len(shards), 64)).mapInArrow(index_batches, INDEX_DDL)

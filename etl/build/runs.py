@@ -23,7 +23,7 @@ from etl.warehouse.lock import warehouse_lock
 from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, save_run,
                       coverage_history, meta_path, previous_observed_values, register_meta_tables)
 from etl.build.plan import BuildPlan
-from etl.project.tables import discover_tables
+from etl.project.project import Project
 from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
 from etl.redact import redact
 from etl.quality.report import write_report
@@ -59,37 +59,37 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
     record = RunRecord(run_id=run_id, command="build", started_at=_now(), engine=config.engine,
                        format=config.format, layers=",".join(plan.layers), subsets=",".join(plan.subset_names))
     with warehouse_lock(config, run_id, "build"), open_session(config, submitted=submitted) as spark:
-        register_meta_tables(spark, config)
-        save_run(spark, config, record)
+        register_meta_tables(spark, plan.project, config)
+        save_run(spark, plan.project, config, record)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
         state = BuildState(run_id=run_id, validator=validator)
 
         def publish_progress() -> None:
             record.published = dict(state.published)
-            save_run(spark, config, record)
+            save_run(spark, plan.project, config, record)
 
         state.on_publish = publish_progress
         error = None
         try:
             run_build(spark, plan, state)
         except Exception as exc:  # recorded and reported below, then re-raised by the caller
-            error = explain_read_failure(exc, plan.source_files)  # Sail's decoding errors name no file
+            error = explain_read_failure(exc, plan.read_files)  # Sail's decoding errors name no file
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
-        outcome = _finish(spark, config, record, state.quality, error)
+        outcome = _finish(spark, plan.project, config, record, state.quality, error)
     outcome.steps = state.steps
     return outcome
 
 
-def execute_dq(config: Config, table_names: Optional[Sequence[str]] = None, submitted: bool = False) -> RunOutcome:
+def execute_dq(project: Project, config: Config, table_names: Optional[Sequence[str]] = None, submitted: bool = False) -> RunOutcome:
     """Validate the current versions of the tables (all present ones by default); nothing is rebuilt."""
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="dq", started_at=_now(), engine=config.engine, format=config.format)
-    tables = [t for t in discover_tables() if table_names is None or t.name in table_names]
+    tables = [t for t in project.tables if table_names is None or t.name in table_names]
     with warehouse_lock(config, run_id, "dq"), open_session(config, submitted=submitted) as spark:
-        register_meta_tables(spark, config)
-        save_run(spark, config, record)
-        register_existing_tables(spark, config)
+        register_meta_tables(spark, project, config)
+        save_run(spark, project, config, record)
+        register_existing_tables(spark, project, config)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
         quality = []
         store = table_store(config)
@@ -105,10 +105,10 @@ def execute_dq(config: Config, table_names: Optional[Sequence[str]] = None, subm
                 rules=validator.validate(table.contract, current),
                 histograms=histograms(current, table.contract.histograms),
             ))
-        return _finish(spark, config, record, quality, None)
+        return _finish(spark, project, config, record, quality, None)
 
 
-def _finish(spark, config: Config, record: RunRecord, quality: list[TableQuality],
+def _finish(spark, project: Project, config: Config, record: RunRecord, quality: list[TableQuality],
             error: Optional[BaseException]) -> RunOutcome:
     finished = _now()
     run_quality = RunQuality(run_id=record.run_id, started_at=record.started_at, finished_at=finished,
@@ -116,7 +116,7 @@ def _finish(spark, config: Config, record: RunRecord, quality: list[TableQuality
                              failure=_failure_message(error))
     run_quality.quarantine = _quarantine_counts(spark, config, record)
     versions = {t.table: t.version for t in quality}
-    append_dq_results(spark, config, record.run_id, versions, run_quality.rules)
+    append_dq_results(spark, project, config, record.run_id, versions, run_quality.rules)
     run_quality.coverage_history = coverage_history(spark, config)
     _add_current_coverage(run_quality)
     report_path = Path(config.reports) / f"{record.run_id}.html"
@@ -127,7 +127,7 @@ def _finish(spark, config: Config, record: RunRecord, quality: list[TableQuality
     record.status = "failed" if error is not None or run_quality.verdict == FAIL_VERDICT else "succeeded"
     record.report_path = str(report_path)
     record.message = run_quality.failure or ""
-    save_run(spark, config, record)
+    save_run(spark, project, config, record)
     return RunOutcome(run_id=record.run_id, verdict=run_quality.verdict, report_path=report_path, steps=[],
                       quality=run_quality, error=error)
 

@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 
 from etl.project.config import Config
 from etl.build.inputs import WHOLE_TABLE
-from etl.project.tables import DATABASE, discover_tables
+from etl.project.project import Project
+from etl.project.tables import DATABASE
 from etl.warehouse.store import table_store
 
 
@@ -88,11 +89,11 @@ class TableInfo:
     path: str
 
 
-def table_inventory(spark, config: Config) -> list[TableInfo]:
+def table_inventory(spark, project: Project, config: Config) -> list[TableInfo]:
     """Every table present in the warehouse with its current version and row count."""
     inventory = []
     store = table_store(config)
-    for table in discover_tables():
+    for table in project.tables:
         path = table.path(config)
         if not store.exists(path):
             continue

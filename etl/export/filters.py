@@ -41,17 +41,18 @@ Refused (each with its own message):
     operand of AND/OR/NOT.
 
 API: `validate_predicate(expr, columns) -> str`, `load_presets(path, columns) -> {name: Preset}`,
-`resolve_filter(preset, where, columns) -> ResolvedFilter(name, where)`,
-`wide_table_columns() -> {column: spark type}` (from the wide table's contract).
+`resolve_filter(preset, where, columns, preset_files) -> ResolvedFilter(name, where)`; `columns`
+maps the allowed names to Spark types (the wide table's: `Project.wide_table.contract.column_types`),
+`preset_files` are the project's (`Project.preset_files`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 from sqlglot import exp
@@ -59,11 +60,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import TokenType
 
-from etl.project.resources import bundled_root
-
 DIALECT = "spark"
-WIDE_TABLE = "dms_laion_wide"
-PRESETS_FILE = Path(str(bundled_root())) / "conf" / "presets.yaml"
 ADHOC_NAME = "adhoc"  # ResolvedFilter.name of a --where filter; no preset may use it
 MAX_PREDICATE_CHARS = 10_000
 MAX_NESTING = 64  # parentheses / tree depth; sqlglot's and Spark's parsers are recursive
@@ -128,21 +125,6 @@ class ResolvedFilter:
         return self.name != ADHOC_NAME
 
 
-def wide_table_columns() -> dict[str, str]:
-    """The wide table's columns and Spark types, in contract order (from its contract file)."""
-    return dict(_wide_table_columns())
-
-
-@lru_cache(maxsize=1)
-def _wide_table_columns() -> tuple[tuple[str, str], ...]:
-    from etl.project.tables import discover_tables
-
-    for table in discover_tables():
-        if table.name == WIDE_TABLE:
-            return tuple((c.name, c.type) for c in table.contract.columns)
-    raise RuntimeError(f"no contract for table {WIDE_TABLE}")
-
-
 # ---------------------------------------------------------------------------------------------
 # validation
 
@@ -150,7 +132,7 @@ def _wide_table_columns() -> tuple[tuple[str, str], ...]:
 def validate_predicate(expr: str, columns: Mapping[str, str]) -> str:
     """`expr` as a normalised Spark SQL boolean expression, or FilterError.
 
-    `columns` maps the allowed column names to their Spark types (e.g. `wide_table_columns()`).
+    `columns` maps the allowed column names to their Spark types (e.g. the wide table's).
     """
     if not isinstance(expr, str):
         raise FilterError(f"filter predicate must be a string, got {type(expr).__name__}")
@@ -413,11 +395,9 @@ def _first_line(err: Exception) -> str:
 # presets and resolution
 
 
-def load_presets(path: Path | str = PRESETS_FILE,
-                 columns: Optional[Mapping[str, str]] = None) -> dict[str, Preset]:
-    """The named presets of `path`, each validated against `columns` (default: the wide table)."""
-    path = Path(path)
-    columns = wide_table_columns() if columns is None else columns
+def load_presets(path: Traversable | Path | str, columns: Mapping[str, str]) -> dict[str, Preset]:
+    """The named presets of `path`, each validated against `columns`."""
+    path = Path(path) if isinstance(path, str) else path
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -436,7 +416,7 @@ def load_presets(path: Path | str = PRESETS_FILE,
     return presets
 
 
-def _preset(name: str, spec: Any, path: Path, columns: Mapping[str, str]) -> Preset:
+def _preset(name: str, spec: Any, path: Traversable, columns: Mapping[str, str]) -> Preset:
     where = f"filter preset {name!r} in {path}"
     if not _PRESET_NAME.match(name):
         raise FilterError(f"{where}: a preset name is lower-case letters, digits, '_' and '-'")
@@ -459,23 +439,19 @@ def _preset(name: str, spec: Any, path: Path, columns: Mapping[str, str]) -> Pre
     return Preset(name=name, description=description.strip(), where=normalised)
 
 
-def resolve_filter(preset: Optional[str], where: Optional[str], columns: Mapping[str, str], *,
-                   presets: Optional[Mapping[str, Preset]] = None,
-                   presets_path: Path | str = PRESETS_FILE) -> ResolvedFilter:
-    """The export's filter: exactly one of a preset name or an ad-hoc `where` predicate."""
+def resolve_filter(preset: Optional[str], where: Optional[str], columns: Mapping[str, str],
+                   preset_files: Sequence[Traversable | Path | str] = ()) -> ResolvedFilter:
+    """The export's filter: exactly one of a preset name (from `preset_files`, a later file's
+    preset replacing an earlier one's of the same name) or an ad-hoc `where` predicate."""
     if preset is not None and where is not None:
         raise FilterError("give either a preset (--preset NAME) or a predicate (--where EXPR), not both")
     if preset is None and where is None:
         raise FilterError("give a filter: a preset (--preset NAME) or a predicate (--where EXPR)")
     if where is not None:
         return ResolvedFilter(name=ADHOC_NAME, where=validate_predicate(where, columns))
-    if presets is None:
-        presets = load_presets(presets_path, columns)
+    presets: dict[str, Preset] = {}
+    for path in preset_files:
+        presets.update(load_presets(path, columns))
     if preset not in presets:
         raise FilterError(f"unknown filter preset {preset!r}; known presets: {', '.join(sorted(presets))}")
-    chosen = presets[preset]
-    # Re-validated against `columns`: presets loaded for another column set must still fit this one.
-    try:
-        return ResolvedFilter(name=chosen.name, where=validate_predicate(chosen.where, columns))
-    except FilterError as err:
-        raise FilterError(f"filter preset {preset!r}: {err}") from None
+    return ResolvedFilter(name=preset, where=presets[preset].where)

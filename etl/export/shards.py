@@ -36,13 +36,13 @@ from etl.export.destination import (MANIFEST, SHARDS_DIR, STAGING_DONE, SUCCESS,
 from etl.export.filters import ResolvedFilter
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
-from etl.project.tables import discover_tables
+from etl.project.project import Project
+from etl.project.tables import DATABASE
 from etl.s3_settings import S3Settings
 from etl.warehouse.store import table_store
 
 log = logging.getLogger(__name__)
 
-WIDE_TABLE = "dms_laion_wide"
 DEFAULT_COLUMNS = ("similarity", "hash", "punsafe", "pwatermark", "aesthetic_score", "language")
 BUCKET_BITS = 12  # 4,096 hash buckets: small enough to collect, fine enough to spread the work
 SHARD_COLUMN = "_shard"
@@ -78,33 +78,32 @@ class ExportResult:
     manifest: dict
 
 
-def plan_export(config: Config, request: ExportRequest, pipeline_folders: Mapping[str, str]) -> ExportPlan:
+def plan_export(project: Project, config: Config, request: ExportRequest,
+                pipeline_folders: Mapping[str, str]) -> ExportPlan:
     """Check the request, fix the table version and claim the destination: every refusal happens
     here, before any engine starts. The export stays out of `pipeline_folders` (folder -> what it is)."""
-    validate_request(config, request, pipeline_folders)
-    path = _wide_table().path(config)
-    source = {"table": f"laion.{WIDE_TABLE}", "path": path, "format": config.format,
+    validate_request(project, config, request, pipeline_folders)
+    path = project.wide_table.path(config)
+    source = {"table": f"{DATABASE}.{project.wide_table.name}", "path": path, "format": config.format,
               "version": table_store(config).version(path)}
     plan = ExportPlan(request, source, export_id(source, request))
     claim(target_for(request.out, S3Settings.from_config(config)), request.out, plan.identity, request.overwrite)
     return plan
 
 
-def validate_request(config: Config, request: ExportRequest, pipeline_folders: Mapping[str, str]) -> None:
+def validate_request(project: Project, config: Config, request: ExportRequest,
+                     pipeline_folders: Mapping[str, str]) -> None:
     """Refuse a bad request before any engine starts."""
-    wide = {c.name for c in _wide_table().contract.columns}
+    wide = project.wide_table.contract.column_types
     unknown = [c for c in request.columns if c not in wide]
     if unknown:
         raise ExportError(f"--columns: unknown column {unknown[0]!r} (known: {', '.join(sorted(wide))})")
     if request.rows_per_shard < 1:
         raise ExportError("--rows-per-shard must be at least 1")
     check_out(request.out, pipeline_folders)
-    if not table_store(config).exists(_wide_table().path(config)):
-        raise ExportError(f"laion.{WIDE_TABLE} is not built yet at {_wide_table().path(config)}: run build first")
-
-
-def _wide_table():
-    return next(t for t in discover_tables() if t.name == WIDE_TABLE)
+    path = project.wide_table.path(config)
+    if not table_store(config).exists(path):
+        raise ExportError(f"{DATABASE}.{project.wide_table.name} is not built yet at {path}: run build first")
 
 
 def export_id(source: dict, request: ExportRequest) -> str:
@@ -123,7 +122,7 @@ def export_shards(spark, config: Config, plan: ExportPlan) -> ExportResult:
         return ExportResult(request.out, existing["totals"]["rows"], existing["totals"]["shards"], True, existing)
     staging = staging_root(request.out) / identity
     if not (staging / STAGING_DONE).exists():
-        with step(f"[export] writing shards of laion.{WIDE_TABLE} where {request.filter.where}"):
+        with step(f"[export] writing shards of {source['table']} where {request.filter.where}"):
             _stage(spark, config, source, request, staging)
     with step(f"[export] publishing shards to {request.out}"):
         shards = _publish(target, staging)
@@ -147,7 +146,7 @@ def _stage(spark, config: Config, source: dict, request: ExportRequest, staging:
         offsets.append((bucket, total))
         total += count
     if total == 0:
-        raise ExportError(f"no row of laion.{WIDE_TABLE} matches {request.filter.where}")
+        raise ExportError(f"no row of {source['table']} matches {request.filter.where}")
     in_bucket = Window.partitionBy("_bucket").orderBy(*[F.col(c).asc_nulls_first() for c in order])
     numbered = (bucketed.join(F.broadcast(spark.createDataFrame(offsets, "_bucket bigint, _offset bigint")), "_bucket")
                 .withColumn("_index", F.col("_offset") + F.row_number().over(in_bucket) - 1)

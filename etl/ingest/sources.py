@@ -4,7 +4,9 @@ Copies of LAION disagree on types (WIDTH int32 or float64, SAMPLE_ID int or floa
 columns) and on names (`aesthetic` vs `AESTHETIC_SCORE`, case). Sail cannot read files that
 disagree on a type in one scan and has no `input_file_name()`, so every file is read on its own,
 cast to the family's canonical types, given its lineage literals, and the files are unioned.
-The footers are read first (cheap), so the plan and the row counts need no scan.
+What a family's canonical columns are is its declaration (conf/families.yaml,
+etl.project.families), not code here. The footers are read first (cheap), so the plan and the
+row counts need no scan.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import reduce
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from etl.ingest.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
+from etl.project.families import Family, SourceColumn
 
 log = logging.getLogger(__name__)
 
@@ -33,36 +36,6 @@ class MissingInputError(SourceError):
     """A configured input that does not exist (a usage problem: exit code 2)."""
 
 
-@dataclass(frozen=True)
-class SourceColumn:
-    name: str
-    type: str  # Spark SQL type of the normalised column
-    aliases: tuple[str, ...] = ()
-    required: bool = False
-
-
-_URL = SourceColumn("url", "string", required=True)
-_TEXT = SourceColumn("text", "string", required=True)
-_WIDTH = SourceColumn("width", "int")
-_HEIGHT = SourceColumn("height", "int")
-_SIMILARITY = SourceColumn("similarity", "double")
-_LANGUAGE = SourceColumn("language", "string")
-_SOURCE_HASH = SourceColumn("source_hash", "bigint", aliases=("hash",))
-_PUNSAFE = SourceColumn("punsafe", "float")
-_PWATERMARK = SourceColumn("pwatermark", "float")
-
-FAMILY_COLUMNS: dict[str, tuple[SourceColumn, ...]] = {
-    "base": (
-        SourceColumn("sample_id", "bigint"), _URL, _TEXT, _WIDTH, _HEIGHT,
-        SourceColumn("license", "string"), SourceColumn("nsfw", "string"), _SIMILARITY, _LANGUAGE,
-    ),
-    "joined": (_URL, _TEXT, _WIDTH, _HEIGHT, _SIMILARITY, _SOURCE_HASH, _PUNSAFE, _PWATERMARK, _LANGUAGE),
-    "aesthetic": (
-        _URL, _TEXT, _WIDTH, _HEIGHT, _SIMILARITY, _SOURCE_HASH, _PUNSAFE, _PWATERMARK,
-        SourceColumn("aesthetic_score", "float", aliases=("aesthetic",), required=True),
-    ),
-}
-FAMILIES = tuple(FAMILY_COLUMNS)
 _INTEGRAL = {"int", "bigint"}
 
 
@@ -73,7 +46,7 @@ class SourceFile:
     family: str
     subset: str
     footer: ParquetFooter
-    source_rank: int = 0  # aesthetic only: position of its source in the subset's priority list
+    source_rank: int = 0  # ranked families only: position of its source in the subset's priority list
     source_name: str = ""
 
     @property
@@ -172,21 +145,21 @@ SOURCE_PATH = "_source_path"
 _HELPER_COLUMNS = (REJECT_REASON, ORIGINAL_VALUES, SOURCE_PATH)
 
 
-def family_ddl(family: str) -> str:
+def family_ddl(family: Family) -> str:
     """The schema `read_family` returns for `family`, as Spark DDL."""
-    lineage = ["source_rank int", "source_name string"] if family == "aesthetic" else []
-    columns = [f"{c.name} {c.type}" for c in FAMILY_COLUMNS[family]]
+    lineage = ["source_rank int", "source_name string"] if family.ranked else []
+    columns = [f"{c.name} {c.type}" for c in family.columns]
     helpers = [f"{name} string" for name in _HELPER_COLUMNS]
     return ", ".join(columns + lineage + ["file_name string", "subset string"] + helpers)
 
 
-def read_family(spark, family: str, files: list[SourceFile]) -> DataFrame:
+def read_family(spark, family: Family, files: list[SourceFile]) -> DataFrame:
     """All files of one family as one DataFrame: canonical columns, lineage, and the helper
     columns `_reject_reason` (null for acceptable rows), `_original_values` (the row as read, as
     JSON) and `_source_path`, which `accepted_rows` / `rejected_rows` split on."""
     if not files:
         return spark.createDataFrame([], family_ddl(family))
-    frames = [read_source_file(spark, f) for f in files]
+    frames = [read_source_file(spark, family, f) for f in files]
     return reduce(lambda left, right: left.unionByName(right), frames)
 
 
@@ -201,8 +174,8 @@ def rejected_rows(family_rows: DataFrame) -> DataFrame:
         F.col(ORIGINAL_VALUES).alias("original_values"), "subset")
 
 
-def read_source_file(spark, source: SourceFile) -> DataFrame:
-    columns = FAMILY_COLUMNS[source.family]
+def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
+    columns = family.columns
     by_lower = {field.name.lower(): field for field in source.footer.schema}
     raw = _load(spark, source, columns, by_lower)
     file_problem = _file_problem(source.footer.schema, by_lower, columns)
@@ -212,10 +185,15 @@ def read_source_file(spark, source: SourceFile) -> DataFrame:
         reason = F.lit(file_problem)
     else:
         pairs = [_normalised(by_lower, column) for column in columns]
-        selected = [value.alias(column.name) for column, (value, _) in zip(columns, pairs)]
+        values = {column.name: value for column, (value, _) in zip(columns, pairs)}
+        if family.swap:
+            # Each value moves to the column it belongs in; a problem keeps naming the file's column.
+            first, second = family.swap
+            values[first], values[second] = values[second], values[first]
+        selected = [values[column.name].alias(column.name) for column in columns]
         problems = [problem for _, problem in pairs if problem is not None]
         reason = _first_problem(problems)
-    if source.family == "aesthetic":
+    if family.ranked:
         selected += [F.lit(source.source_rank).cast("int").alias("source_rank"),
                      F.lit(source.source_name).alias("source_name")]
     selected += [
@@ -314,9 +292,9 @@ def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn) -> tuple[Co
         convertible = F.when(F.is_valid_utf8(raw), raw)
     value = convertible.try_cast(column.type)
     problem = F.when(raw.isNotNull() & value.isNull(), F.lit(_conversion_problem(field, column)))
-    if column.name == "url":
-        problem = (F.when(raw.isNull(), F.lit("url is null"))
-                   .when(F.trim(value) == "", F.lit("url is empty"))
+    if column.non_empty:
+        problem = (F.when(raw.isNull(), F.lit(f"{column.name} is null"))
+                   .when(F.trim(value) == "", F.lit(f"{column.name} is empty"))
                    .otherwise(problem))
     return value, problem
 
@@ -343,7 +321,7 @@ def _find_field(by_lower: dict[str, pa.Field], column: SourceColumn) -> Optional
     return None
 
 
-def explain_read_failure(error: BaseException, files: Mapping[str, Sequence[SourceFile]]) -> BaseException:
+def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> BaseException:
     """`error`, or, when the engine failed to decode parquet data, a SourceError naming the first
     source file pyarrow cannot decode either, and why.
 
@@ -354,7 +332,7 @@ def explain_read_failure(error: BaseException, files: Mapping[str, Sequence[Sour
     text = str(error).lower()
     if isinstance(error, SourceError) or not any(word in text for word in ("parquet", "utf-8", "utf8")):
         return error
-    for source in (f for family in files.values() for f in family):
+    for source in files:
         problem = _undecodable(source.path)
         if problem:
             named = SourceError(f"{source.path}: {problem}")

@@ -14,14 +14,11 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from etl.project.resources import bundled_root
-
 ENV_PREFIX = "LAION_ETL__"
 ENGINES = ("sail", "spark", "connect")
 FORMATS = ("delta", "parquet")
 BAD_FILE_POLICIES = ("fail", "skip")
 DEFAULT_LANGUAGES = {"laion2B-en": "en", "laion1B-nolang": "nolang"}
-LAYERS_FILE = Path(str(bundled_root())) / "conf" / "layers.yaml"
 DEFAULT_LOCK_STALE_SECONDS = 600
 # Object storage: attempts per request (the first try included) and seconds a request may go
 # unanswered before it is abandoned and retried. Both reach every S3 client (etl/session.py).
@@ -51,10 +48,11 @@ def check_name(value: Any, where: str) -> str:
 @dataclass(frozen=True)
 class SubsetSources:
     name: str
-    base: tuple[str, ...]
-    joined: tuple[str, ...]
-    aesthetic: tuple[str, ...]  # priority order: the first source holding a hash wins
+    families: Mapping[str, tuple[str, ...]]  # source family -> path globs (a ranked family's in priority order)
     language: Optional[str]
+
+    def globs(self, family: str) -> tuple[str, ...]:
+        return self.families.get(family, ())
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,8 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class LayerSettings:
+    """How a layer's tables are stored (conf/layers.yaml; the config's `layers:` overrides it)."""
+
     partition_by: tuple[str, ...]
 
 
@@ -76,7 +76,7 @@ class Config:
     warehouse: str
     sources: tuple[SubsetSources, ...]
     images: tuple[str, ...]
-    layers: Mapping[str, LayerSettings]
+    layers: Mapping[str, LayerSettings]  # the config's own `layers:` entries, over the project's defaults
     spark: SparkSettings
     connect_url: Optional[str]
     s3_endpoint: Optional[str]
@@ -87,6 +87,7 @@ class Config:
     on_bad_file: str = "fail"  # a source file that cannot be used: fail the build, or skip it and go on
     lock_stale_seconds: int = DEFAULT_LOCK_STALE_SECONDS  # a warehouse lock silent this long is taken over
     engine_stall_seconds: float = DEFAULT_ENGINE_STALL_SECONDS  # sail: a step idle this long is stopped
+    project_dir: Optional[str] = None  # a user project folder adding to or overriding the bundled one
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -181,8 +182,8 @@ def _find_key(node: dict, key: str) -> str:
 
 def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
     known = {"engine", "format", "warehouse", "sources", "images", "layers", "spark", "connect_url", "s3",
-             "reports", "dq", "on_bad_file", "lock_stale_seconds", "engine_stall_seconds"}
-    _refuse_unknown(raw, known, "")
+             "reports", "dq", "on_bad_file", "lock_stale_seconds", "engine_stall_seconds", "project_dir"}
+    refuse_unknown(raw, known, "")
     engine = _choice(raw, "engine", ENGINES, default="sail")
     fmt = _choice(raw, "format", FORMATS, default="delta")
     warehouse = _path(_required(raw, "warehouse", str), base_dir)
@@ -201,6 +202,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         reports = "reports" if is_remote(warehouse) else join_uri(warehouse, "reports")
     if is_remote(reports):
         raise ConfigError(f"reports: {reports!r} must be a local folder (the report is one HTML page)")
+    project_dir = raw.get("project_dir")
+    if project_dir is not None and not (isinstance(project_dir, str) and not is_remote(project_dir)):
+        raise ConfigError(f"project_dir: must be a local folder, got {project_dir!r}")
     return Config(
         engine=engine,
         format=fmt,
@@ -216,36 +220,29 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path) -> Config:
         on_bad_file=_choice(raw, "on_bad_file", BAD_FILE_POLICIES, default="fail"),
         lock_stale_seconds=_positive_int(raw, "lock_stale_seconds", DEFAULT_LOCK_STALE_SECONDS),
         engine_stall_seconds=_positive_seconds(raw, "engine_stall_seconds", DEFAULT_ENGINE_STALL_SECONDS),
+        project_dir=None if project_dir is None else _path(project_dir, base_dir),
     )
 
 
 def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
+    """One subset: path globs per source family, and its default language. Which families exist
+    and which are required is the project's to say (Project.check)."""
     where = f"sources.{name}"
     check_name(name, where)
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a mapping with base, joined, aesthetic, language")
-    _refuse_unknown(spec, {"base", "joined", "aesthetic", "language"}, where + ".")
-    base = _string_list(spec.get("base"), where + ".base")
-    joined = _string_list(spec.get("joined"), where + ".joined")
-    for family, globs in (("base", base), ("joined", joined)):
-        if not globs:
-            raise ConfigError(f"{where}.{family}: required (one or more path globs)")
+        raise ConfigError(f"{where}: must be a mapping of source family -> path globs, and language")
+    families = {str(family): tuple(_path(g, base_dir) for g in _string_list(globs, f"{where}.{family}"))
+                for family, globs in spec.items() if family != "language"}
     language = spec.get("language", DEFAULT_LANGUAGES.get(name))
     if language is not None and not isinstance(language, str):
         raise ConfigError(f"{where}.language: must be a string")
-    return SubsetSources(
-        name=name,
-        base=tuple(_path(g, base_dir) for g in base),
-        joined=tuple(_path(g, base_dir) for g in joined),
-        aesthetic=tuple(_path(g, base_dir) for g in _string_list(spec.get("aesthetic"), where + ".aesthetic")),
-        language=language,
-    )
+    return SubsetSources(name=name, families=families, language=language)
 
 
 def _parse_s3(raw: Any) -> dict[str, Any]:
     """The `s3` section as Config fields: endpoint, attempts per request, request timeout."""
     spec = _mapping(raw, "s3")
-    _refuse_unknown(spec, {"endpoint", "max_attempts", "timeout_seconds"}, "s3.")
+    refuse_unknown(spec, {"endpoint", "max_attempts", "timeout_seconds"}, "s3.")
     endpoint = spec.get("endpoint")
     if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith(("http://", "https://"))):
         raise ConfigError(f"s3.endpoint: must be an http:// or https:// URL, got {endpoint!r}")
@@ -261,14 +258,14 @@ def _parse_s3(raw: Any) -> dict[str, Any]:
 def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
     """`dq.rules` overrides a contract rule's severity or threshold: {"table.rule_id": {...}}."""
     spec = _mapping(raw, "dq")
-    _refuse_unknown(spec, {"rules"}, "dq.")
+    refuse_unknown(spec, {"rules"}, "dq.")
     rules = {}
     for key, override in _mapping(spec.get("rules"), "dq.rules").items():
         where = f"dq.rules.{key}"
         if "." not in str(key):
             raise ConfigError(f"{where}: name a rule as <table>.<rule_id>")
         override = _mapping(override, where)
-        _refuse_unknown(override, {"severity", "max_unexpected", "max_drop"}, where + ".")
+        refuse_unknown(override, {"severity", "max_unexpected", "max_drop"}, where + ".")
         if override.get("severity", "fail") not in ("fail", "warn"):
             raise ConfigError(f"{where}.severity: must be fail or warn")
         rules[str(key)] = dict(override)
@@ -277,7 +274,7 @@ def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
 
 def _parse_spark(raw: Any) -> SparkSettings:
     spec = _mapping(raw, "spark")
-    _refuse_unknown(spec, {"master", "shuffle_partitions", "conf"}, "spark.")
+    refuse_unknown(spec, {"master", "shuffle_partitions", "conf"}, "spark.")
     partitions = spec.get("shuffle_partitions", "auto")
     if partitions == "auto":
         partitions = None
@@ -292,20 +289,18 @@ def _parse_spark(raw: Any) -> SparkSettings:
 
 
 def _parse_layers(raw: Any) -> dict[str, LayerSettings]:
-    defaults = yaml.safe_load(LAYERS_FILE.read_text(encoding="utf-8"))
-    merged = {layer: dict(spec) for layer, spec in defaults.items()}
-    for layer, spec in _mapping(raw, "layers").items():
-        if layer not in merged:
-            raise ConfigError(f"layers.{layer}: unknown layer (known: {', '.join(merged)})")
-        merged[layer].update(_mapping(spec, f"layers.{layer}"))
+    """The config's `layers:` entries; which layers exist is the project's to say (Project.check)."""
     layers = {}
-    for layer, spec in merged.items():
-        _refuse_unknown(spec, {"partition_by"}, f"layers.{layer}.")
-        layers[layer] = LayerSettings(partition_by=tuple(_string_list(spec.get("partition_by"), f"layers.{layer}.partition_by")))
+    for layer, spec in _mapping(raw, "layers").items():
+        spec = _mapping(spec, f"layers.{layer}")
+        refuse_unknown(spec, {"partition_by"}, f"layers.{layer}.")
+        if "partition_by" in spec:
+            partition_by = _string_list(spec["partition_by"], f"layers.{layer}.partition_by")
+            layers[str(layer)] = LayerSettings(tuple(partition_by))
     return layers
 
 
-def _refuse_unknown(mapping: Mapping[str, Any], known: set[str], where: str) -> None:
+def refuse_unknown(mapping: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(map(str, mapping)) - known)
     if unknown:
         raise ConfigError(f"{where}{unknown[0]}: unknown key (expected one of: {', '.join(sorted(known))})")

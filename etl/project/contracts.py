@@ -7,7 +7,7 @@ SELECT whose columns differ from it in name, order or type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Mapping, Optional
 
 import yaml
@@ -52,13 +52,18 @@ class Contract:
     keys: tuple[str, ...]
     columns: tuple[ContractColumn, ...]
     partition_by: Optional[tuple[str, ...]]  # None: the layer default
-    path: Path
+    path: Traversable
     rules: tuple[RuleSpec, ...] = ()
     histograms: Mapping[str, tuple[float, float, int]] = field(default_factory=dict)  # column -> (min, max, bins)
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        """Column name -> Spark type, in contract order."""
+        return {c.name: c.type for c in self.columns}
 
     @property
     def ddl(self) -> str:
@@ -87,7 +92,7 @@ class Contract:
         return problems
 
 
-def load_contract(path: Path) -> Contract:
+def load_contract(path: Traversable) -> Contract:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         columns = tuple(ContractColumn(str(c["name"]), str(c["type"])) for c in doc["columns"])
@@ -112,7 +117,7 @@ def load_contract(path: Path) -> Contract:
     )
 
 
-def _parse_rule(raw: Mapping[str, Any], path: Path) -> RuleSpec:
+def _parse_rule(raw: Mapping[str, Any], path: Traversable) -> RuleSpec:
     params = dict(raw)
     rule_id = str(params.pop("id"))
     severity = params.pop("severity", "fail")

@@ -1,25 +1,27 @@
-"""The project's tables, discovered from the tree: `sql/<layer>/<table>.sql` + its contract.
+"""The project's tables: `sql/<layer>/<table>.sql` + its contract, in build order.
 
 Dependencies come from the SQL itself (`laion.<table>` references), so adding a table is adding
-two files; the build order is layer order, then dependency order within a layer.
+two files; the build order is layer order, then dependency order within a layer. Each SQL file is
+read once, when the project loads: the query that runs and the signature that decides whether it
+runs come from the same text.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from etl.project.config import Config, ConfigError
+from etl.project.config import ConfigError
 from etl.project.contracts import Contract, load_contract
-from etl.project.resources import bundled_root
 
-ROOT = Path(str(bundled_root()))
-SQL_DIR = ROOT / "sql"
-CONTRACTS_DIR = ROOT / "expectations"
+if TYPE_CHECKING:
+    from etl.project.config import Config
+
 LAYERS = ("ods", "dmd", "dms")
 DATABASE = "laion"
+WIDE_TABLE = "dms_laion_wide"  # the product: what exports read and the coverage history follows
 _TABLE_REF = re.compile(r"\b" + DATABASE + r"\.([a-z0-9_]+)", re.IGNORECASE)
 _VIEW_REF = re.compile(r"\b((?:src|cfg)_[a-z0-9_]+)\b", re.IGNORECASE)
 # A table name is its folder under the warehouse and an unquoted SQL name (`laion.<table>`).
@@ -30,12 +32,10 @@ _TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 class Table:
     name: str
     layer: str
-    sql_path: Path
+    sql: str
+    sql_file: Traversable  # where `sql` was read from, for messages
     contract: Contract
-
-    @property
-    def sql(self) -> str:
-        return self.sql_path.read_text(encoding="utf-8")
+    layer_partition_by: tuple[str, ...]  # the layer's default partitioning (conf/layers.yaml)
 
     @property
     def upstream_tables(self) -> tuple[str, ...]:
@@ -52,9 +52,11 @@ class Table:
         return tuple(sorted(set(_VIEW_REF.findall(_without_comments(self.sql)))))
 
     def partition_by(self, config: Config) -> tuple[str, ...]:
+        """The contract's partitioning, else the config's for the layer, else the layer default."""
         if self.contract.partition_by is not None:
             return self.contract.partition_by
-        return config.layers[self.layer].partition_by
+        configured = config.layers.get(self.layer)
+        return self.layer_partition_by if configured is None else configured.partition_by
 
     def path(self, config: Config) -> str:
         return config.table_path(self.layer, self.name)
@@ -64,19 +66,38 @@ def _without_comments(sql: str) -> str:
     return re.sub(r"--[^\n]*", "", sql)
 
 
-def discover_tables() -> list[Table]:
-    """Every table, in build order."""
+def load_tables(roots: Sequence[Traversable], layer_partition_by: Mapping[str, tuple[str, ...]]) -> tuple[Table, ...]:
+    """Every table of the project roots, in build order; a later root's file replaces an earlier
+    root's file of the same name (SQL and contract each on its own)."""
     ordered: list[Table] = []
     for layer in LAYERS:
         layer_tables = {}
-        for sql_path in sorted((SQL_DIR / layer).glob("*.sql")):
-            if not _TABLE_NAME.match(sql_path.stem):
-                raise ConfigError(f"{sql_path}: table name {sql_path.stem!r} must be lower-case letters, digits "
+        contracts = _files(roots, "expectations", layer, ".yaml")
+        for name, sql_file in sorted(_files(roots, "sql", layer, ".sql").items()):
+            if not _TABLE_NAME.match(name):
+                raise ConfigError(f"{sql_file}: table name {name!r} must be lower-case letters, digits "
                                   "and '_', starting with a letter (it names the table's folder and laion.<table>)")
-            contract = load_contract(CONTRACTS_DIR / layer / f"{sql_path.stem}.yaml")
-            layer_tables[sql_path.stem] = Table(sql_path.stem, layer, sql_path, contract)
+            # A table without a contract fails to load, naming the file it should have.
+            contract_file = contracts.get(name) or _folder(roots[-1], "expectations", layer).joinpath(f"{name}.yaml")
+            layer_tables[name] = Table(name, layer, sql_file.read_text(encoding="utf-8"), sql_file,
+                                       load_contract(contract_file), layer_partition_by.get(layer, ()))
         ordered.extend(_dependency_order(layer_tables))
-    return ordered
+    return tuple(ordered)
+
+
+def _files(roots: Sequence[Traversable], kind: str, layer: str, suffix: str) -> dict[str, Traversable]:
+    """name -> file of `<root>/<kind>/<layer>/<name><suffix>`, the last root holding a name winning."""
+    found: dict[str, Traversable] = {}
+    for root in roots:
+        folder = _folder(root, kind, layer)
+        if folder.is_dir():
+            found.update((f.name[:-len(suffix)], f) for f in folder.iterdir()
+                         if f.name.endswith(suffix) and f.is_file())
+    return found
+
+
+def _folder(root: Traversable, kind: str, layer: str) -> Traversable:
+    return root.joinpath(kind).joinpath(layer)
 
 
 def _dependency_order(tables: dict[str, Table]) -> list[Table]:

@@ -15,34 +15,29 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from etl.project.config import Config
-from etl.project.contracts import Contract, load_contract
-from etl.project.tables import CONTRACTS_DIR
+from etl.project.project import META_LAYER, Project
+from etl.project.tables import WIDE_TABLE
 from etl.quality.results import CoveragePoint, RuleResult
 from etl.warehouse.store import table_store
 
-META_LAYER = "meta"
 RUNS, DQ_RESULTS, QUARANTINE = "runs", "dq_results", "quarantine"
 SOURCE_FILES, TABLE_INPUTS = "source_files", "table_inputs"
 META_TABLES = (RUNS, DQ_RESULTS, QUARANTINE, SOURCE_FILES, TABLE_INPUTS)
-COVERAGE_TABLE = "dms_laion_wide"
+COVERAGE_TABLE = WIDE_TABLE
 COVERAGE_RULES = {"aesthetic": "aesthetic_coverage", "image": "image_coverage"}
 HISTORY_RUNS = 20
-
-
-def meta_contract(name: str) -> Contract:
-    return load_contract(CONTRACTS_DIR / META_LAYER / f"{name}.yaml")
 
 
 def meta_path(config: Config, name: str) -> str:
     return config.table_path(META_LAYER, name)
 
 
-def register_meta_tables(spark, config: Config) -> None:
+def register_meta_tables(spark, project: Project, config: Config) -> None:
     store = table_store(config)
     for name in META_TABLES:
         path = meta_path(config, name)
         if store.exists(path):
-            store.register(spark, name, path, bool(meta_contract(name).partition_by))
+            store.register(spark, name, path, bool(project.meta_contracts[name].partition_by))
 
 
 def to_json(value: Any) -> Optional[str]:
@@ -75,20 +70,20 @@ class RunRecord:
                 to_json(self.rolled_back or {}), self.quarantined_rows, self.report_path, self.message)
 
 
-def save_run(spark, config: Config, record: RunRecord) -> None:
+def save_run(spark, project: Project, config: Config, record: RunRecord) -> None:
     """Insert or replace the run's row in one commit: written when the run starts (status running),
     after every table it publishes, and when it ends; a killed run keeps its last state."""
-    contract = meta_contract(RUNS)
+    contract = project.meta_contracts[RUNS]
     path = meta_path(config, RUNS)
     store = table_store(config)
     if not store.exists(path):
-        _append(spark, config, RUNS, spark.createDataFrame([record.row()], contract.ddl), record.run_id)
+        _append(spark, project, config, RUNS, [record.row()], record.run_id)
         return
     store.upsert_row(spark, path, contract, record.row(), "run_id", record.run_id)
     store.register(spark, RUNS, path, False)
 
 
-def append_dq_results(spark, config: Config, run_id: str, versions: dict[str, Optional[int]],
+def append_dq_results(spark, project: Project, config: Config, run_id: str, versions: dict[str, Optional[int]],
                       results: list[RuleResult]) -> None:
     if not results:
         return
@@ -97,10 +92,10 @@ def append_dq_results(spark, config: Config, run_id: str, versions: dict[str, Op
              None if r.unexpected_count is None else int(r.unexpected_count),
              None if r.unexpected_percent is None else float(r.unexpected_percent),
              to_json(list(r.sample)), to_json(r.details)) for r in results]
-    _append(spark, config, DQ_RESULTS, spark.createDataFrame(rows, meta_contract(DQ_RESULTS).ddl), run_id)
+    _append(spark, project, config, DQ_RESULTS, rows, run_id)
 
 
-def append_source_files(spark, config: Config, run_id: str, table: str, files: list, refused: list,
+def append_source_files(spark, project: Project, config: Config, run_id: str, table: str, files: list, refused: list,
                         version: Optional[int]) -> None:
     """The files a table version was built from (status read) and the ones refused for it."""
     rows = [(run_id, table, f.subset, f.family, f.path, f.footer.size, f.footer.modified_ns, f.footer.fingerprint,
@@ -108,16 +103,16 @@ def append_source_files(spark, config: Config, run_id: str, table: str, files: l
     rows += [(run_id, table, f.subset, f.family, f.path, f.size, f.modified_ns, None, None, "refused", f.reason, None)
              for f in refused]
     if rows:
-        _append(spark, config, SOURCE_FILES, spark.createDataFrame(rows, meta_contract(SOURCE_FILES).ddl), run_id)
+        _append(spark, project, config, SOURCE_FILES, rows, run_id)
 
 
-def append_table_inputs(spark, config: Config, run_id: str, table: str, signatures: dict[str, Optional[str]],
-                        version: Optional[int], recorded_at: str) -> None:
-    """Record what each rebuilt partition of `table` was built from (see etl/inputs.py)."""
+def append_table_inputs(spark, project: Project, config: Config, run_id: str, table: str,
+                        signatures: dict[str, Optional[str]], version: Optional[int], recorded_at: str) -> None:
+    """Record what each rebuilt partition of `table` was built from (see etl/build/inputs.py)."""
     rows = [(run_id, table, key, signature, version, recorded_at) for key, signature in signatures.items()
             if signature is not None]
     if rows:
-        _append(spark, config, TABLE_INPUTS, spark.createDataFrame(rows, meta_contract(TABLE_INPUTS).ddl), run_id)
+        _append(spark, project, config, TABLE_INPUTS, rows, run_id)
 
 
 def recorded_signatures(config: Config) -> dict[tuple[str, str], str]:
@@ -138,11 +133,11 @@ def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:
     return store.read_rows(path, columns) if store.exists(path) else []
 
 
-def _append(spark, config: Config, name: str, df, run_id: str) -> None:
+def _append(spark, project: Project, config: Config, name: str, rows: list[tuple], run_id: str) -> None:
     path = meta_path(config, name)
     store = table_store(config)
-    store.append(df, path, run_id)
-    store.register(spark, name, path, bool(meta_contract(name).partition_by))
+    store.append(spark.createDataFrame(rows, project.meta_contracts[name].ddl), path, run_id)
+    store.register(spark, name, path, bool(project.meta_contracts[name].partition_by))
 
 
 def _plain(value: Any) -> Any:

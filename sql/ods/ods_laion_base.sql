@@ -1,5 +1,6 @@
 -- ods_laion_base: one row per base row.
--- Input src_laion_base: every base part file, columns already cast to canonical types.
+-- Input src_laion_base: every base part file, columns already cast to canonical types, WIDTH
+-- and HEIGHT already in their places (conf/families.yaml: base files swap them).
 with source as (
 
     select * from src_laion_base
@@ -12,9 +13,8 @@ final as (
         sample_id,
         url,
         text,
-        -- LAION's base files swap WIDTH and HEIGHT; joined and aesthetic files do not.
-        height as width,
-        width as height,
+        width,
+        height,
         license,
         nsfw,
         similarity,
