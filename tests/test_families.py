@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_same_rows, read_delta
+from helpers import assert_same_rows, read_delta
 from etl import laion_hash
 from etl.project.config import ConfigError, load_config
 from etl.project.families import parse_families
