@@ -27,6 +27,7 @@ from etl.ingest.images import INDEX_DDL
 from etl.ingest.sources import accepted_rows, read_family
 from etl.project.config import load_config
 from etl.project.contracts import Contract, load_contract
+from etl.project.project import load_project
 from helpers import REPO, demo_config
 
 FIXTURES = Path(__file__).parent / "tables"
@@ -92,7 +93,8 @@ def input_schema(spark, name: str):
     if name.startswith(DATABASE_PREFIX):
         return contract_of(name.removeprefix(DATABASE_PREFIX)).ddl
     if name.startswith("src_laion_"):
-        return accepted_rows(read_family(spark, name.removeprefix("src_laion_"), [])).schema
+        family = load_project().families[name.removeprefix("src_laion_")]
+        return accepted_rows(read_family(spark, family, [])).schema
     if name == "src_image_index":
         return INDEX_DDL
     if name == "cfg_subsets":
