@@ -146,3 +146,29 @@ def test_a_fourth_family_is_yaml_sql_and_contract(tmp_path, run_cli):
 def _mkdir(folder: Path) -> Path:
     folder.mkdir(parents=True)
     return folder
+
+
+def test_a_changed_family_declaration_rebuilds_its_table(tmp_path, run_cli):
+    sources = tmp_path / "sources"
+    write_planted_sources(sources)
+    pq.write_table(pa.table({"URL": [c[0] for c in CAPTIONS], "TEXT": [c[1] for c in CAPTIONS],
+                             "CAPTION_EN": [c[2] for c in CAPTIONS]}),
+                   _mkdir(sources / "laion2B-en-captions") / "part-00000.parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text(planted_config(sources, tmp_path / "wh").replace(
+        "    aesthetic:\n", f"    captions: {sources}/laion2B-en-captions/*.parquet\n    aesthetic:\n", 1))
+    project = captions_project(tmp_path / "mine")
+    assert run_cli("build", "--config", str(config), "--project-dir", str(project))[0] == 0
+
+    def plan_lines() -> dict[str, str]:
+        code, out, err = run_cli("build", "--config", str(config), "--project-dir", str(project), "--dry-run")
+        assert code == 0, err
+        return {table: line for line in out.splitlines() for table in ("ods_laion_captions", "ods_laion_base")
+                if f"laion.{table} " in line}
+
+    assert all("nothing (inputs unchanged)" in line for line in plan_lines().values())
+    (project / "conf/families.yaml").write_text(CAPTIONS_FAMILY.replace("caption_en: string",
+                                                                        "caption_en: {type: string, aliases: [caption]}"))
+    lines = plan_lines()
+    assert "nothing (inputs unchanged)" not in lines["ods_laion_captions"], lines
+    assert "nothing (inputs unchanged)" in lines["ods_laion_base"], lines

@@ -17,7 +17,7 @@ every one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Iterable, Optional, Sequence
 
 from pyspark.sql import DataFrame
@@ -102,7 +102,9 @@ class SourceFamilyView(InputView):
         return [f for f in self.refused if _covers(subsets, f.subset)]
 
     def sign(self, subsets: Optional[Sequence[str]]) -> list:
+        # The family's declaration is part of what the rows are: a changed type, alias or swap rebuilds.
         return [
+            [self.name + ":declaration", asdict(self.family)],
             [self.name, sorted([f.path, f.footer.size, f.footer.modified_ns, f.footer.fingerprint, f.source_rank]
                                for f in self.read_files(subsets))],
             [self.name + ":refused", sorted([f.path, f.size, f.modified_ns] for f in self.refused_files(subsets))],
