@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from etl.export.shards import DEFAULT_COLUMNS
 from etl.project.config import ENGINES, Config, ConfigError, load_config
 from etl.project.project import Project, load_project
+from etl.build.interrupts import EXIT_INTERRUPTED, RunInterrupted
 from etl.warehouse.lock import LockError
 from etl.redact import RedactingFormatter, redact
 from etl.ingest.sources import MissingInputError
@@ -136,6 +137,10 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
     except LockError as exc:  # another run holds the warehouse: nothing was started
         print(f"laion-etl: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RunInterrupted as exc:
+        print(f"laion-etl: {exc}: every table is at its old or its new version; the run is recorded "
+              "as interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # one line for people; the traceback with --verbose
         log.debug("failure detail", exc_info=True)
         print(f"laion-etl: failed: {redact(_first_line(exc))}", file=sys.stderr)

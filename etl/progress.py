@@ -35,10 +35,13 @@ def step(description: str, heartbeat: float = HEARTBEAT_SECONDS) -> Iterator[Ste
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
+    outcome = "stopped"  # a block left by an exception (a failure, a signal) did not get done
     try:
         yield timer
+        outcome = "done"
     finally:
         done.set()
         thread.join()
         timer.seconds = timer.elapsed()
-        log.info("%s done in %.1f s", description, timer.seconds)
+        log.info("%s %s after %.1f s" if outcome == "stopped" else "%s %s in %.1f s", description, outcome,
+                 timer.seconds)

@@ -12,24 +12,27 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
+from etl.build.interrupts import RunInterrupted, interruptible, interruption
 from etl.build.materialise import BuildState, StepResult, register_existing_tables, run_build
-from etl.project.config import Config
-from etl.warehouse.lock import warehouse_lock
-from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, QUARANTINE, RunRecord, append_dq_results, save_run,
-                      coverage_history, meta_path, previous_observed_values, register_meta_tables)
 from etl.build.plan import BuildPlan
-from etl.project.project import Project
-from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
-from etl.redact import redact
-from etl.quality.report import write_report
-from etl.engine.session import open_session
+from etl.engine.session import abort_engine, open_session
 from etl.ingest.sources import explain_read_failure
+from etl.project.config import Config
+from etl.project.project import Project
+from etl.quality.report import write_report
+from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
 from etl.quality.validation import Validator, histograms
+from etl.redact import redact
+from etl.warehouse.lock import warehouse_lock
+from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, INTERRUPTED, QUARANTINE, RunRecord, abandon_dead_runs,
+                                append_dq_results, coverage_history, meta_path, previous_observed_values,
+                                register_meta_tables, save_run)
 from etl.warehouse.store import table_store
 
 log = logging.getLogger("etl")
@@ -58,8 +61,10 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="build", started_at=_now(), engine=config.engine,
                        format=config.format, layers=",".join(plan.layers), subsets=",".join(plan.subset_names))
-    with warehouse_lock(config, run_id, "build"), open_session(config, submitted=submitted) as spark:
+    with warehouse_lock(config, run_id, "build"), open_session(config, submitted=submitted) as spark, \
+            interruptible(abort_engine), _recorded_if_interrupted(spark, plan.project, config, record):
         register_meta_tables(spark, plan.project, config)
+        abandon_dead_runs(spark, plan.project, config, run_id)
         save_run(spark, plan.project, config, record)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
         state = BuildState(run_id=run_id, validator=validator)
@@ -72,7 +77,10 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
         error = None
         try:
             run_build(spark, plan, state)
-        except Exception as exc:  # recorded and reported below, then re-raised by the caller
+        except (Exception, RunInterrupted) as exc:  # recorded and reported below, then re-raised by the caller
+            if isinstance(interruption(exc), RunInterrupted):
+                record.published, record.rolled_back = state.published, state.rolled_back
+                raise interruption(exc) from exc
             error = explain_read_failure(exc, plan.read_files)  # Sail's decoding errors name no file
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
@@ -81,13 +89,35 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
     return outcome
 
 
+@contextmanager
+def _recorded_if_interrupted(spark, project: Project, config: Config, record: RunRecord) -> Iterator[None]:
+    """A run stopped by a signal says so in `meta.runs`, with what it published and rolled back.
+    The engine may be gone by then: the row is written without it where the format allows (Delta)."""
+    try:
+        yield
+    except (Exception, RunInterrupted) as error:
+        exc = interruption(error)
+        if not isinstance(exc, RunInterrupted):
+            raise
+        record.status, record.finished_at, record.message = INTERRUPTED, _now(), str(exc)
+        try:
+            save_run(spark, project, config, record, register=False)
+        except Exception:  # the signal's news matters more than the bookkeeping's
+            log.warning("could not record run %s as interrupted", record.run_id, exc_info=True)
+        if exc is error:
+            raise
+        raise exc from error
+
+
 def execute_dq(project: Project, config: Config, table_names: Optional[Sequence[str]] = None, submitted: bool = False) -> RunOutcome:
     """Validate the current versions of the tables (all present ones by default); nothing is rebuilt."""
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="dq", started_at=_now(), engine=config.engine, format=config.format)
     tables = [t for t in project.tables if table_names is None or t.name in table_names]
-    with warehouse_lock(config, run_id, "dq"), open_session(config, submitted=submitted) as spark:
+    with warehouse_lock(config, run_id, "dq"), open_session(config, submitted=submitted) as spark, \
+            interruptible(abort_engine), _recorded_if_interrupted(spark, project, config, record):
         register_meta_tables(spark, project, config)
+        abandon_dead_runs(spark, project, config, run_id)
         save_run(spark, project, config, record)
         register_existing_tables(spark, project, config)
         validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
@@ -60,8 +60,19 @@ def keep_release_pool_usable() -> None:
             pool = get_or_create(cls)
         return pool
 
+    original_finaliser = Iterator_.__del__
+
+    def quiet_finaliser(self) -> None:
+        # An iterator dropped at interpreter exit (a run stopped mid-query) cannot schedule its
+        # release any more; the server forgets the operation by itself, so that is no error.
+        try:
+            original_finaliser(self)
+        except RuntimeError:
+            pass
+
     Iterator_._get_or_create_release_thread_pool = classmethod(get_live_pool)
     Iterator_.shutdown = classmethod(lambda cls: None)
+    Iterator_.__del__ = quiet_finaliser
     Iterator_._kept_usable_by_laion_etl = True
 
 
@@ -69,9 +80,17 @@ def local_cores() -> int:
     return os.cpu_count() or 2
 
 
-# The engine of this process (one per process): its stall watchdog, when it has one.
+# The engine of this process (one per process): its stall watchdog, when it has one, and how to
+# stop the work it is doing from another thread.
 _watchdog: Optional[StallWatchdog] = None
+_abort: Optional[Callable[[], None]] = None
 SESSION_STOP_SECONDS = 30.0
+
+
+def abort_engine() -> None:
+    """Stop what the engine is doing, from any thread: the call waiting on it fails at once."""
+    if _abort is not None:
+        _abort()
 
 
 @contextmanager
@@ -92,7 +111,7 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
     config says, and master/packages come from the spark-submit command line. `interactive=True`
     (the analyst prompt): waiting for the user is not a stall; only `engine_step`s are watched.
     """
-    global _watchdog
+    global _watchdog, _abort
     engine = "spark" if submitted else config.engine
     server = None
     if engine != "spark":
@@ -109,10 +128,13 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
                 raise
             _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
                                       config.engine_stall_seconds, on_stuck=_exit_stuck)
+            _abort = server.kill
         elif engine == "spark":
             spark = _jvm_session(config, submitted)
+            _abort = spark.sparkContext.cancelAllJobs
         else:
             spark = _connect_session(config.connect_url)
+            _abort = spark.interruptAll
         try:
             with engine_step("session start"):
                 spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
@@ -125,6 +147,7 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
                 with engine_step("session"):
                     yield spark
         finally:
+            _abort = None
             watchdog, _watchdog = _watchdog, None
             if watchdog is not None:
                 watchdog.close()

@@ -46,6 +46,9 @@ def to_json(value: Any) -> Optional[str]:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+RUNNING, INTERRUPTED, ABANDONED = "running", "interrupted", "abandoned"  # statuses besides succeeded/failed
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -55,7 +58,7 @@ class RunRecord:
     format: str
     layers: str = ""
     subsets: str = ""
-    status: str = "running"
+    status: str = RUNNING
     verdict: str = "fail"
     finished_at: str = ""
     published: dict = None
@@ -70,9 +73,10 @@ class RunRecord:
                 to_json(self.rolled_back or {}), self.quarantined_rows, self.report_path, self.message)
 
 
-def save_run(spark, project: Project, config: Config, record: RunRecord) -> None:
+def save_run(spark, project: Project, config: Config, record: RunRecord, register: bool = True) -> None:
     """Insert or replace the run's row in one commit: written when the run starts (status running),
-    after every table it publishes, and when it ends; a killed run keeps its last state."""
+    after every table it publishes, and when it ends; a killed run keeps its last state.
+    `register=False` leaves the session's catalog alone (a stopped engine: Delta needs none)."""
     contract = project.meta_contracts[RUNS]
     path = meta_path(config, RUNS)
     store = table_store(config)
@@ -80,7 +84,21 @@ def save_run(spark, project: Project, config: Config, record: RunRecord) -> None
         _append(spark, project, config, RUNS, [record.row()], record.run_id)
         return
     store.upsert_row(spark, path, contract, record.row(), "run_id", record.run_id)
-    store.register(spark, RUNS, path, False)
+    if register:
+        store.register(spark, RUNS, path, False)
+
+
+def abandon_dead_runs(spark, project: Project, config: Config, run_id: str) -> list[str]:
+    """Runs still `running` when this one holds the warehouse lock are dead (killed, or their machine
+    was): mark them `abandoned`, so no run stays `running` forever. Returns their ids."""
+    contract = project.meta_contracts[RUNS]
+    dead = [row for row in read_meta_rows(config, RUNS, contract.column_names)
+            if row["status"] == RUNNING and row["run_id"] != run_id]
+    for row in dead:
+        row.update(status=ABANDONED, message=f"found dead by run {run_id}")
+        table_store(config).upsert_row(spark, meta_path(config, RUNS), contract,
+                                       tuple(row[c] for c in contract.column_names), "run_id", run_id)
+    return [row["run_id"] for row in dead]
 
 
 def append_dq_results(spark, project: Project, config: Config, run_id: str, versions: dict[str, Optional[int]],
