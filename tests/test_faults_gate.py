@@ -6,7 +6,6 @@ have) is refused when the config loads, before any engine starts."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from deltalake import DeltaTable
@@ -71,3 +70,67 @@ def test_an_override_from_the_environment_names_its_variable(tmp_path, run_cli, 
     line = one_line(err)
     assert line.startswith("laion-etl: error: layers.dms.partition_by: 'nosuchcol'"), line
     assert line.endswith("(set by the environment variable LAION_ETL__LAYERS__DMS__PARTITION_BY)"), line
+
+
+def crashing_checks(monkeypatch, table: str, crash) -> None:
+    """Make the checks of `table` crash the way `crash(df)` does; other tables are checked as usual."""
+    from etl.quality.validation import Validator
+
+    validate = Validator.validate
+
+    def planted(self, contract, df):
+        if contract.table == table:
+            crash(df)
+        return validate(self, contract, df)
+
+    monkeypatch.setattr(Validator, "validate", planted)
+
+
+def python_error(df):
+    int("lots")  # what a `max_unexpected: lots` override did before overrides were checked at load
+
+
+def engine_error(df):
+    df.sparkSession.sql("select * from laion.no_such_table").collect()
+
+
+@pytest.mark.parametrize("crash, message", [(python_error, "invalid literal for int()"),
+                                            (engine_error, "no_such_table")], ids=["python", "engine"])
+def test_checks_that_crash_roll_the_table_back_like_a_broken_fail_rule(tmp_path, run_cli, monkeypatch, crash, message):
+    config = write_planted_project(tmp_path)
+    assert run_cli("-q", "build", "--config", str(config))[0] == 0
+    warehouse = tmp_path / "warehouse"
+    joined, wide = table_dir(warehouse, "ods_laion_joined"), table_dir(warehouse, "dms_laion_wide")
+    before, joined_version, wide_version = read_delta(joined), DeltaTable(str(joined)).version(), \
+        DeltaTable(str(wide)).version()
+    crashing_checks(monkeypatch, "ods_laion_joined", crash)
+
+    code, _, err = run_cli("build", "--config", str(config), "--force")
+
+    assert code == 1
+    line = one_line(err)
+    assert line.startswith(f"laion-etl: failed: ods_laion_joined ({joined}): not published, "
+                           f"version {joined_version} stays current: "), line
+    assert message in line
+    assert DeltaTable(str(joined)).history(1)[0]["operation"] == "RESTORE"
+    assert_same_rows(read_delta(joined), before)
+    assert DeltaTable(str(wide)).version() == wide_version  # nothing downstream was built on it
+    run = runs(warehouse)[-1]
+    assert run["status"] == "failed" and json.loads(run["rolled_back"]) == {"ods_laion_joined": joined_version}
+    assert "ods_laion_joined" not in json.loads(run["published"])
+
+
+def test_checks_that_crash_on_a_new_table_remove_it(tmp_path, run_cli, monkeypatch):
+    config = write_planted_project(tmp_path)
+    crashing_checks(monkeypatch, "ods_laion_joined", python_error)
+
+    code, _, err = run_cli("build", "--config", str(config))
+
+    assert code == 1
+    joined = table_dir(tmp_path / "warehouse", "ods_laion_joined")
+    assert one_line(err).startswith(f"laion-etl: failed: ods_laion_joined ({joined}): not published, "
+                                    "the new table was removed: invalid literal for int()")
+    assert not joined.exists()
+    run = runs(tmp_path / "warehouse")[-1]
+    assert json.loads(run["rolled_back"]) == {"ods_laion_joined": None}
+    assert set(json.loads(run["published"])) == {"ods_image_index", "ods_laion_aesthetic", "ods_laion_base"}
