@@ -101,6 +101,9 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             log.info("[%s] %s: inputs unchanged since it was built, skipped", table.layer, table.name)
             state.steps.append(_unchanged_step(table, config))
             continue
+        outside_edit = plan.outside_edit(table)
+        if outside_edit:
+            log.warning("[%s] %s: %s: rebuilding all of it", table.layer, table.name, outside_edit)
         subsets = None if keys == (WHOLE_TABLE,) else keys
         quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
         rows_in = plan.input_rows(table, subsets)
