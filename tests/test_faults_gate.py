@@ -14,6 +14,7 @@ from etl.project.resources import bundled_root
 from helpers import assert_same_rows, one_line, read_delta, runs, table_dir, write_planted_project
 
 RULE = "dms_laion_wide.duplicate_hash_per_subset"
+COVERAGE = "dms_laion_wide.image_coverage"
 
 
 def dq_rules(overrides: str) -> str:
@@ -24,17 +25,17 @@ def dq_rules(overrides: str) -> str:
     (dq_rules(f"    {RULE}: {{max_unexpected: lots}}\n"), f"dq.rules.{RULE}.max_unexpected"),
     (dq_rules(f"    {RULE}: {{max_unexpected: -1}}\n"), f"dq.rules.{RULE}.max_unexpected"),
     (dq_rules(f"    {RULE}: {{max_unexpected: 2.5}}\n"), f"dq.rules.{RULE}.max_unexpected"),
-    (dq_rules("    dms_laion_wide.image_coverage: {max_drop: a lot}\n"), "dq.rules.dms_laion_wide.image_coverage.max_drop"),
-    (dq_rules("    dms_laion_wide.image_coverage: {max_drop: -0.1}\n"), "dq.rules.dms_laion_wide.image_coverage.max_drop"),
+    (dq_rules(f"    {COVERAGE}: {{max_drop: a lot}}\n"), f"dq.rules.{COVERAGE}.max_drop"),
+    (dq_rules(f"    {COVERAGE}: {{max_drop: -0.1}}\n"), f"dq.rules.{COVERAGE}.max_drop"),
     (dq_rules(f"    {RULE}: {{severity: error}}\n"), f"dq.rules.{RULE}.severity"),
     (dq_rules("    dms_laion_wide.duplicate_hash_per_subet: {max_unexpected: 10}\n"),
      "dq.rules.dms_laion_wide.duplicate_hash_per_subet: dms_laion_wide.yaml has no rule"),
     (dq_rules("    dms_laion_wide.schema_columns: {severity: warn}\n"), "dq.rules.dms_laion_wide.schema_columns"),
     (dq_rules("    dms_laion_wid.duplicate_hash_per_subset: {max_unexpected: 10}\n"),
      "dq.rules.dms_laion_wid.duplicate_hash_per_subset: unknown table"),
-    (dq_rules("    dms_laion_wide.image_coverage: {max_unexpected: 10}\n"),
-     "dq.rules.dms_laion_wide.image_coverage.max_unexpected"),
-    (dq_rules("    dms_laion_wide.url_not_null: {max_unexpected: 10}\n"), "dq.rules.dms_laion_wide.url_not_null.max_unexpected"),
+    (dq_rules(f"    {COVERAGE}: {{max_unexpected: 10}}\n"), f"dq.rules.{COVERAGE}.max_unexpected"),
+    (dq_rules("    dms_laion_wide.url_not_null: {max_unexpected: 10}\n"),
+     "dq.rules.dms_laion_wide.url_not_null.max_unexpected"),
     ("layers:\n  dms: {partition_by: [nosuchcol]}\n", "layers.dms.partition_by: 'nosuchcol'"),
 ], ids=["max_unexpected-text", "max_unexpected-negative", "max_unexpected-fraction", "max_drop-text",
         "max_drop-negative", "severity", "rule-typo", "schema-rule", "table-typo", "threshold-of-another-kind",

@@ -163,7 +163,8 @@ def test_dry_run_says_what_would_be_rebuilt(planted, capsys):
 
 def plan_lines(out: str) -> dict[str, str]:
     """The dry-run plan's table rows, by table."""
-    return {line.split()[2]: line.rstrip() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()}
+    return {line.split()[2]: line.rstrip() for line in out.splitlines()
+            if line.split()[:1] and line.split()[0].isdigit()}
 
 
 def test_a_table_changed_outside_the_pipeline_is_rebuilt_with_what_is_built_on_it(planted, capsys, caplog):

@@ -111,7 +111,8 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer:
             with _naming(table, config):
-                quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id, subsets) if quarantine else None
+                quarantined = (_write_quarantine(spark, plan, table, quarantine, state.run_id, subsets)
+                               if quarantine else None)
                 df = _select(spark, table)
                 rollback = table_store(config).rollback_point(table.path(config))
             # From the write until the table is published, whatever stops the build (a broken
