@@ -159,3 +159,46 @@ def test_dry_run_says_what_would_be_rebuilt(planted, capsys):
     assert lines["laion.dmd_image_path_suffix_aesthetics"].rstrip().endswith(EN)
     assert lines["laion.ods_laion_base"].rstrip().endswith("nothing (inputs unchanged)")
     assert lines["laion.ods_image_index"].rstrip().endswith("nothing (inputs unchanged)")
+
+
+def plan_lines(out: str) -> dict[str, str]:
+    """The dry-run plan's table rows, by table."""
+    return {line.split()[2]: line.rstrip() for line in out.splitlines()
+            if line.split()[:1] and line.split()[0].isdigit()}
+
+
+def test_a_table_changed_outside_the_pipeline_is_rebuilt_with_what_is_built_on_it(planted, capsys, caplog):
+    root, warehouse = planted
+    config = root / "warehouse.yaml"
+    # The pipeline's own later commits are no outside edits: here the gate restores ods_laion_joined.
+    joined = root / "sources/laion2B-en-joined"
+    bad = pq.read_table(joined / "part-00000.parquet").slice(0, 1)
+    pq.write_table(bad.set_column(bad.schema.get_field_index("punsafe"), "punsafe", pa.array([1.5], pa.float32())),
+                   joined / "part-00001.parquet")
+    assert main(["-q", "build", "--config", str(config)]) == 1
+    (joined / "part-00001.parquet").unlink()
+    base = table_dir(warehouse, "ods_laion_base")
+    published = DeltaTable(str(base)).version()
+    DeltaTable(str(base)).delete(f"subset = '{NOLANG}'")  # an analyst's DELETE through another tool
+    before = versions(warehouse)
+    capsys.readouterr()
+
+    assert main(["build", "--config", str(config), "--layers", "dmd,dms", "--dry-run"]) == 2
+    assert (f"--layers: laion.ods_laion_base was changed outside the pipeline since version {published}"
+            in capsys.readouterr().err)
+    assert main(["build", "--config", str(config), "--dry-run"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    since = f"changed outside the pipeline since version {published}"
+    assert lines["laion.ods_laion_base"].endswith(f"all ({since})")
+    assert lines["laion.dmd_image_path_suffix_aesthetics"].endswith(f"all (built on laion.ods_laion_base, {since})")
+    assert lines["laion.ods_laion_joined"].endswith("nothing (inputs unchanged)")
+
+    assert main(["build", "--config", str(config)]) == 0
+    assert f"ods_laion_base: {since}: rebuilding all of it" in caplog.text
+    after = versions(warehouse)
+    assert {name for name in TABLES if after[name] != before[name]} == {
+        "ods_laion_base", "dmd_image_path_suffix_aesthetics", "dms_laion_wide"}
+    assert_equals_full_build(root, warehouse)
+
+    build(root, warehouse)
+    assert versions(warehouse) == after

@@ -5,7 +5,8 @@ partitioned by subset. Its signature covers the table's SQL and schema, the subs
 configuration, its source files (path, size, modification time, footer fingerprint; refused
 files too) and the signatures of the partitions it reads. After a partition is published the
 build records the signature in `meta.table_inputs`; the next build redoes a partition only when
-its signature differs from the recorded one (or none is recorded, or the table is missing).
+its signature differs from the recorded one (or none is recorded, or the table is missing, or
+it was changed outside the pipeline since: etl/build/outside_edits.py).
 So an unchanged input set rebuilds nothing, a changed, added or removed part file redoes its
 subset and everything downstream of it, and a run killed between publishing and recording
 simply redoes that partition.
@@ -63,10 +64,11 @@ def planned_signatures(plan: BuildPlan, recorded: dict[tuple[str, str], str]) ->
 
 
 def partitions_to_build(plan: BuildPlan, table: Table, signatures: dict, recorded: dict,
-                        table_present: bool) -> tuple[str, ...]:
-    """Partitions of `table` this build redoes: forced, out of date, or all when the table is missing."""
+                        whole: bool) -> tuple[str, ...]:
+    """Partitions of `table` this build redoes: forced, out of date, or all of them when `whole`
+    (the table is missing, or what it holds is not what its signatures say)."""
     keys = partition_keys(table, plan)
-    if plan.force or not table_present or (plan.subsets and keys != (WHOLE_TABLE,)):
+    if plan.force or whole or (plan.subsets and keys != (WHOLE_TABLE,)):
         return keys
     return tuple(k for k in keys if signatures[(table.name, k)] is None
                  or signatures[(table.name, k)] != recorded.get((table.name, k)))

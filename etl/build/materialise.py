@@ -4,7 +4,9 @@ For each table: bind the input views it names (rows the ODS cannot accept go to 
 table instead), run its SQL, check the result's schema against the contract, write it (only
 the chosen subset partitions when `--subsets` is given), validate the new version with the
 contract's rules and, when a `fail` rule breaks, restore the previous version and stop: no
-downstream table is built on it. Writes are serialised: one writer per table at a time.
+downstream table is built on it. Anything else that stops the build between the write and the
+publication (checks that crash, the engine failing, an interrupt) is treated the same way, so a
+version nobody checked never stays current. Writes are serialised: one writer per table at a time.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class BuildError(RuntimeError):
 
 
 class GateError(BuildError):
-    """A `fail` rule broke on a new table version; the previous version was made current again."""
+    """A new table version was not published (a `fail` rule broke, or its write or checks failed):
+    the previous version was made current again, or the new table removed."""
 
 
 @dataclass(frozen=True)
@@ -98,30 +101,42 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             log.info("[%s] %s: inputs unchanged since it was built, skipped", table.layer, table.name)
             state.steps.append(_unchanged_step(table, config))
             continue
+        outside_edit = plan.outside_edit(table)
+        if outside_edit:
+            log.warning("[%s] %s: %s: rebuilding all of it", table.layer, table.name, outside_edit)
         subsets = None if keys == (WHOLE_TABLE,) else keys
         quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
         rows_in = plan.input_rows(table, subsets)
         if rows_in is None and table.driving_table:
             rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
-        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer, \
-                _naming(table, config):
-            quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id, subsets) if quarantine else None
-            rollback = table_store(config).rollback_point(table.path(config))
-            written = _materialise(spark, plan, table, state.run_id, subsets)
-            quality = _validate(spark, plan, table, state, written.version)
-        state.steps.append(StepResult(
-            table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
-            quarantined=quarantined, version=written.version, seconds=timer.seconds, verdict=quality.verdict,
-            path=table.path(config),
-        ))
-        broken = [r for r in quality.rules if r.severity == FAIL and not r.success]
-        if broken:
-            restored = rollback.restore(state.run_id)
-            _reregister(spark, config, table, restored)
-            quality.published = False
-            state.rolled_back[table.name] = restored
-            raise GateError(_gate_message(table.name, broken, restored))
+        with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer:
+            with _naming(table, config):
+                quarantined = (_write_quarantine(spark, plan, table, quarantine, state.run_id, subsets)
+                               if quarantine else None)
+                df = _select(spark, table)
+                rollback = table_store(config).rollback_point(table.path(config))
+            # From the write until the table is published, whatever stops the build (a broken
+            # `fail` rule, checks that crash, the engine failing, an interrupt) must not leave the
+            # new, unchecked version current.
+            try:
+                written = _write(spark, plan, table, df, state.run_id, subsets)
+                quality = _validate(spark, plan, table, state, written.version)
+                state.steps.append(StepResult(
+                    table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
+                    quarantined=quarantined, version=written.version, seconds=timer.elapsed(),
+                    verdict=quality.verdict, path=table.path(config),
+                ))
+                broken = [r for r in quality.rules if r.severity == FAIL and not r.success]
+                if broken:
+                    raise GateError(_broken_rules_message(table.name, broken))
+            except BaseException as exc:
+                kept = _roll_back(spark, config, table, rollback, state)
+                if not isinstance(exc, Exception):
+                    raise  # an interrupt goes on as it is, once the table is back
+                raise GateError(f"{exc}; {kept}" if isinstance(exc, GateError) else
+                                f"{table.name} ({table.path(config)}): not published, {kept}: {exc}") from exc
         rollback.discard()
+        quality.published = True
         state.published[table.name] = written.version
         _record_inputs(spark, plan, table, keys, state.run_id, written.version)
         if state.on_publish:
@@ -190,7 +205,7 @@ def _validate(spark, plan: BuildPlan, table: Table, state: BuildState, version: 
         rules.append(state.refusals[table.name])
     quality = TableQuality(
         table=table.name, layer=table.layer, version=version,
-        rows=store.rows(spark, table.path(plan.config)), published=True, rules=rules,
+        rows=store.rows(spark, table.path(plan.config)), published=False, rules=rules,
         histograms=histograms(current, table.contract.histograms),
     )
     state.quality.append(quality)
@@ -207,13 +222,28 @@ def refused_files_rule(table: str, files: list, severity: str) -> RuleResult:
     )
 
 
-def _gate_message(table: str, broken, restored: Optional[int]) -> str:
+def _broken_rules_message(table: str, broken) -> str:
     first = broken[0]
     figure = first.details.get("error") or f"observed {first.observed_value}" + (
         f", {first.unexpected_count} unexpected" if first.unexpected_count else "")
-    kept = f"version {restored} stays current" if restored is not None else "the new table was removed"
     more = f" (and {len(broken) - 1} more fail rules)" if len(broken) > 1 else ""
-    return f"{table}: rule {first.rule_id} broke ({first.description}; {figure}){more}; {kept}"
+    return f"{table}: rule {first.rule_id} broke ({first.description}; {figure}){more}"
+
+
+def _roll_back(spark, config: Config, table: Table, rollback, state: BuildState) -> str:
+    """Make the version before the write current again, or remove the table the write created;
+    say which, or that rolling back failed (the table may then hold the unchecked version)."""
+    try:
+        restored = rollback.restore(state.run_id)
+    except Exception as failure:
+        log.error("%s: rolling back failed: %s", table.name, failure)
+        return "and rolling it back failed (see the log): it may hold the unchecked version"
+    state.rolled_back[table.name] = restored
+    try:
+        _reregister(spark, config, table, restored)
+    except Exception as failure:  # the session may be what failed; the table itself is back
+        log.warning("%s: rolled back, but not re-registered in the session: %s", table.name, failure)
+    return f"version {restored} stays current" if restored is not None else "the new table was removed"
 
 
 def _reregister(spark, config: Config, table: Table, restored: Optional[int]) -> None:
@@ -223,13 +253,18 @@ def _reregister(spark, config: Config, table: Table, restored: Optional[int]) ->
         table_store(config).register(spark, table.name, table.path(config), bool(table.partition_by(config)))
 
 
-def _materialise(spark, plan: BuildPlan, table: Table, run_id: str, subsets: Optional[tuple[str, ...]]):
+def _select(spark, table: Table):
+    """The table's SELECT, refused before anything is written when its columns break the contract."""
     df = spark.sql(table.sql)
     actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     problems = table.contract.schema_differences(actual)
     if problems:
         raise ContractError(f"{table.name}: the SELECT in {table.sql_file.name} breaks its contract "
                             f"{table.contract.path.name}: {'; '.join(problems)}")
+    return df
+
+
+def _write(spark, plan: BuildPlan, table: Table, df, run_id: str, subsets: Optional[tuple[str, ...]]):
     partition_by = table.partition_by(plan.config)
     whole = subsets is None or set(subsets) >= set(plan.config.subset_names)
     replace = {"subset": list(subsets)} if not whole and "subset" in partition_by else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from etl.build.inputs import partitions_to_build, planned_signatures
+from etl.build.inputs import WHOLE_TABLE, partition_keys, partitions_to_build, planned_signatures
+from etl.build.outside_edits import changed_outside_pipeline
 from etl.build.views import InputView, input_views
 from etl.engine.session import local_cores
 from etl.ingest.sources import RefusedFile, SourceFile
@@ -38,6 +39,8 @@ class BuildPlan:
     signatures: dict[tuple[str, str], Optional[str]] = field(default_factory=dict)
     recorded: dict[tuple[str, str], str] = field(default_factory=dict)
     rebuild: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> partitions this build redoes
+    # table -> the version the last build published, for tables changed since outside the pipeline
+    changed_outside: dict[str, int] = field(default_factory=dict)
 
     def views_of(self, table: Table) -> list[InputView]:
         """The input views `table` reads that the framework provides (in name order)."""
@@ -83,6 +86,25 @@ class BuildPlan:
             return self.config.spark.shuffle_partitions
         return max(local_cores(), -(-self.input_bytes // INPUT_BYTES_PER_SHUFFLE_PARTITION))
 
+    def outside_edit(self, table: Table) -> Optional[str]:
+        """Why `table` is rebuilt whole: it, or a planned table it is built on, was changed outside
+        the pipeline (etl/build/outside_edits.py); None when neither was."""
+        changed = self._changed_table_feeding(table)
+        if changed is None:
+            return None
+        since = f"changed outside the pipeline since version {self.changed_outside[changed]}"
+        return since if changed == table.name else f"built on laion.{changed}, {since}"
+
+    def _changed_table_feeding(self, table: Table) -> Optional[str]:
+        if table.name in self.changed_outside:
+            return table.name
+        planned = {t.name: t for t in self.tables}
+        for name in table.upstream_tables:
+            changed = self._changed_table_feeding(planned[name]) if name in planned else None
+            if changed:
+                return changed
+        return None
+
     def describe_inputs(self, table: Table, subsets: Optional[Sequence[str]] = None) -> str:
         parts = [text for text in (view.describe(subsets) for view in self.views_of(table)) if text]
         parts.extend(f"laion.{name}" for name in table.upstream_tables)
@@ -110,7 +132,24 @@ def make_plan(project: Project, config: Config, layers: Optional[Sequence[str]] 
             plan.views[name] = view
     plan.recorded = recorded_signatures(config)
     plan.signatures = planned_signatures(plan, plan.recorded)
+    planned = {t.name for t in tables}
+    read = [project.tables_by_name[name] for name in sorted({n for t in tables for n in t.upstream_tables} - planned)
+            if name in project.tables_by_name]
+    plan.changed_outside = changed_outside_pipeline(config, [*tables, *read])
+    _refuse_partial_repair(plan)
     for table in tables:
-        present = table_store(config).exists(table.path(config))
-        plan.rebuild[table.name] = partitions_to_build(plan, table, plan.signatures, plan.recorded, present)
+        whole = not table_store(config).exists(table.path(config)) or plan.outside_edit(table) is not None
+        plan.rebuild[table.name] = partitions_to_build(plan, table, plan.signatures, plan.recorded, whole)
     return plan
+
+
+def _refuse_partial_repair(plan: BuildPlan) -> None:
+    """A table changed outside the pipeline must be rebuilt whole before anything reads it: a plan
+    that only reads it (`--layers`) or rebuilds some of its subsets (`--subsets`) cannot."""
+    for name, version in plan.changed_outside.items():
+        table = plan.project.tables_by_name[name]
+        changed = f"laion.{name} was changed outside the pipeline since version {version}"
+        if name not in {t.name for t in plan.tables}:
+            raise ConfigError(f"--layers: {changed} and the plan reads it: build layer {table.layer} too")
+        if plan.subsets and partition_keys(table, plan) != (WHOLE_TABLE,):
+            raise ConfigError(f"--subsets: {changed}: rebuild every subset of it (leave out --subsets)")

@@ -45,18 +45,18 @@ def format_plan(plan) -> str:
               f"input: {plan.input_bytes / 1e6:,.1f} MB, {plan.shuffle_partitions} shuffle partitions"
               f"{'' if plan.config.spark.shuffle_partitions else ' (auto: one per 256 MB, at least one per core)'}")
     rows = [(i + 1, t.layer, f"{DATABASE}.{t.name}", plan.describe_inputs(t), ",".join(t.partition_by(plan.config)) or "-",
-             _rebuild_cell(plan.rebuild[t.name], plan.config.subset_names)) for i, t in enumerate(plan.tables)]
+             _rebuild_cell(plan.rebuild[t.name], plan.config.subset_names, plan.outside_edit(t)))
+            for i, t in enumerate(plan.tables)]
     refused = "".join(f"\nrefused ({plan.config.on_bad_file}): {f.message}" for f in plan.all_refused)
     return (header + "\n" + format_rows(("step", "layer", "table", "inputs", "partitioned by", "rebuild"), rows)
             + refused)
 
 
-def _rebuild_cell(keys: Sequence[str], subsets: Sequence[str]) -> str:
+def _rebuild_cell(keys: Sequence[str], subsets: Sequence[str], outside_edit: Optional[str]) -> str:
     if not keys:
         return "nothing (inputs unchanged)"
-    if keys == (WHOLE_TABLE,) or set(keys) >= set(subsets):
-        return "all"
-    return ",".join(keys)
+    cell = "all" if keys == (WHOLE_TABLE,) or set(keys) >= set(subsets) else ",".join(keys)
+    return f"{cell} ({outside_edit})" if outside_edit else cell
 
 
 def format_results(results, config: Config) -> str:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import yaml
+
+from etl.project.contracts import LIMITS, SEVERITIES, limit_problem
 
 ENV_PREFIX = "LAION_ETL__"
 ENGINES = ("sail", "spark", "connect")
@@ -88,6 +90,7 @@ class Config:
     lock_stale_seconds: int = DEFAULT_LOCK_STALE_SECONDS  # a warehouse lock silent this long is taken over
     engine_stall_seconds: float = DEFAULT_ENGINE_STALL_SECONDS  # sail: a step idle this long is stopped
     project_dir: Optional[str] = None  # a user project folder adding to or overriding the bundled one
+    env_origins: Mapping[str, str] = field(default_factory=dict)  # key -> the LAION_ETL__ variable that set it
 
     @property
     def subset_names(self) -> tuple[str, ...]:
@@ -126,12 +129,13 @@ def load_config(path: str | os.PathLike, overrides: Optional[Mapping[str, Any]] 
         if value is not None:
             raw[key] = value
     try:
-        return parse_config(raw, base_dir=config_path.resolve().parent)
+        config = parse_config(raw, base_dir=config_path.resolve().parent)
     except ConfigError as exc:
-        raise ConfigError(_with_origin(str(exc), origins)) from None
+        raise ConfigError(with_origin(str(exc), origins)) from None
+    return replace(config, env_origins=origins)
 
 
-def _with_origin(message: str, origins: Mapping[str, str]) -> str:
+def with_origin(message: str, origins: Mapping[str, str]) -> str:
     """A config error about a key an environment variable set says so: the file is not at fault."""
     key = message.split(":", 1)[0]
     for path, variable in origins.items():
@@ -256,7 +260,8 @@ def _parse_s3(raw: Any) -> dict[str, Any]:
 
 
 def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
-    """`dq.rules` overrides a contract rule's severity or threshold: {"table.rule_id": {...}}."""
+    """`dq.rules` overrides a contract rule's severity or threshold: {"table.rule_id": {...}}. Which
+    tables and rules exist, and which threshold a rule takes, is the project's to say (Project.check)."""
     spec = _mapping(raw, "dq")
     refuse_unknown(spec, {"rules"}, "dq.")
     rules = {}
@@ -265,9 +270,13 @@ def _parse_dq(raw: Any) -> dict[str, dict[str, Any]]:
         if "." not in str(key):
             raise ConfigError(f"{where}: name a rule as <table>.<rule_id>")
         override = _mapping(override, where)
-        refuse_unknown(override, {"severity", "max_unexpected", "max_drop"}, where + ".")
-        if override.get("severity", "fail") not in ("fail", "warn"):
-            raise ConfigError(f"{where}.severity: must be fail or warn")
+        refuse_unknown(override, {"severity", *LIMITS}, where + ".")
+        if override.get("severity", "fail") not in SEVERITIES:
+            raise ConfigError(f"{where}.severity: must be one of {', '.join(SEVERITIES)}, got {override['severity']!r}")
+        for limit in LIMITS:
+            problem = limit_problem(None, limit, override[limit]) if limit in override else None
+            if problem:
+                raise ConfigError(f"{where}.{limit}: {problem}")
         rules[str(key)] = dict(override)
     return rules
 

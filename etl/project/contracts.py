@@ -25,6 +25,9 @@ class ContractColumn:
 
 SEVERITIES = ("fail", "warn")
 RULE_KINDS = ("expect", "duplicates", "sql", "coverage")
+# The thresholds each rule kind reads; a contract or a `dq.rules` override may set them.
+RULE_LIMITS = {"expect": (), "duplicates": ("max_unexpected",), "sql": ("max_unexpected",), "coverage": ("max_drop",)}
+LIMITS = ("max_unexpected", "max_drop")
 
 
 @dataclass(frozen=True)
@@ -131,4 +134,22 @@ def _parse_rule(raw: Mapping[str, Any], path: Traversable) -> RuleSpec:
                             f"{', '.join(RULE_KINDS[1:])}")
     if severity not in SEVERITIES:
         raise ContractError(f"{path}: rule {rule_id}: severity must be one of {', '.join(SEVERITIES)}")
+    for limit in LIMITS:
+        if limit in params:
+            problem = limit_problem(kind, limit, params[limit])
+            if problem:
+                raise ContractError(f"{path}: rule {rule_id}: {limit} {problem}")
     return RuleSpec(id=rule_id, kind=kind, severity=severity, params=params, description=description)
+
+
+def limit_problem(kind: Optional[str], limit: str, value: Any) -> Optional[str]:
+    """Why `value` cannot be threshold `limit` of a rule of `kind` (any kind when None), or None."""
+    if kind is not None and limit not in RULE_LIMITS[kind]:
+        takes = " or ".join(RULE_LIMITS[kind]) or "no threshold"
+        return f"does not apply to rules of kind {kind!r} (they take {takes})"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)  # YAML's true is an int to Python
+    if limit == "max_unexpected" and not (number and isinstance(value, int) and value >= 0):
+        return f"must be a whole number, 0 or more, got {value!r}"
+    if limit == "max_drop" and not (number and 0 <= value <= 1):
+        return f"must be a share from 0 to 1 (0.2: a drop of at most 20% from the previous run), got {value!r}"
+    return None

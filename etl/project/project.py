@@ -14,6 +14,7 @@ Files are read only through Traversable calls, so the bundled root may be a zip 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from functools import cached_property
 from importlib.resources.abc import Traversable
@@ -22,8 +23,8 @@ from typing import Mapping, Optional
 
 import yaml
 
-from etl.project.config import Config, ConfigError, LayerSettings, refuse_unknown
-from etl.project.contracts import Contract, load_contract
+from etl.project.config import Config, ConfigError, LayerSettings, refuse_unknown, with_origin
+from etl.project.contracts import LIMITS, Contract, limit_problem, load_contract
 from etl.project.families import Family, parse_families
 from etl.project.resources import bundled_root
 from etl.project.tables import LAYERS, WIDE_TABLE, Table, load_tables
@@ -49,8 +50,16 @@ class Project:
         return self.tables_by_name[WIDE_TABLE]
 
     def check(self, config: Config) -> None:
-        """Refuse a config naming a source family or layer this project does not have, or a subset
-        lacking a required family; the message names the key."""
+        """Refuse a config this project cannot build, before any engine starts: a source family or
+        layer it does not have, a subset lacking a required family, a `dq.rules` override of a
+        table, rule or threshold that does not exist, a partition column a table does not have.
+        The message names the key, and the environment variable when one set it."""
+        try:
+            self._check(config)
+        except ConfigError as exc:
+            raise ConfigError(with_origin(str(exc), config.env_origins)) from None
+
+    def _check(self, config: Config) -> None:
         for sources in config.sources:
             where = f"sources.{sources.name}."
             refuse_unknown(sources.families, {*self.families, "language"}, where)
@@ -60,6 +69,28 @@ class Project:
         for layer in config.layers:
             if layer not in self.layers:
                 raise ConfigError(f"layers.{layer}: unknown layer (known: {', '.join(self.layers)})")
+        for key, override in config.dq_rules.items():
+            self._check_rule_override(f"dq.rules.{key}", *key.split(".", 1), override)
+        for table in self.tables:
+            missing = [c for c in table.partition_by(config) if c not in table.contract.column_names]
+            if missing:
+                raise ConfigError(f"{table.partition_by_key(config)}: {missing[0]!r} is not a column of "
+                                  f"{table.name} (its contract: {table.contract.path.name})")
+
+    def _check_rule_override(self, where: str, table_name: str, rule_id: str, override: Mapping) -> None:
+        table = self.tables_by_name.get(table_name)
+        if table is None:
+            raise ConfigError(f"{where}: unknown table {table_name!r} (known: {', '.join(self.tables_by_name)})")
+        rules = {rule.id: rule for rule in table.contract.rules}
+        rule = rules.get(rule_id)
+        if rule is None:
+            near = difflib.get_close_matches(rule_id, rules, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"its rules: {', '.join(rules)}"
+            raise ConfigError(f"{where}: {table.contract.path.name} has no rule {rule_id!r} ({hint})")
+        for limit in override:
+            problem = limit_problem(rule.kind, limit, override[limit]) if limit in LIMITS else None
+            if problem:
+                raise ConfigError(f"{where}.{limit}: {problem}")
 
 
 def load_project(project_dir: Optional[str] = None) -> Project:

@@ -52,11 +52,20 @@ class Table:
         return tuple(sorted(set(_VIEW_REF.findall(_without_comments(self.sql)))))
 
     def partition_by(self, config: Config) -> tuple[str, ...]:
+        return self._partitioning(config)[0]
+
+    def partition_by_key(self, config: Config) -> str:
+        """Where `partition_by(config)` is set, as a user would look for it."""
+        return self._partitioning(config)[1]
+
+    def _partitioning(self, config: Config) -> tuple[tuple[str, ...], str]:
         """The contract's partitioning, else the config's for the layer, else the layer default."""
         if self.contract.partition_by is not None:
-            return self.contract.partition_by
+            return self.contract.partition_by, f"{self.contract.path}: partition_by"
         configured = config.layers.get(self.layer)
-        return self.layer_partition_by if configured is None else configured.partition_by
+        if configured is None:
+            return self.layer_partition_by, f"conf/layers.yaml: {self.layer}.partition_by"
+        return configured.partition_by, f"layers.{self.layer}.partition_by"
 
     def path(self, config: Config) -> str:
         return config.table_path(self.layer, self.name)

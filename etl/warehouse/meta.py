@@ -136,12 +136,28 @@ def append_table_inputs(spark, project: Project, config: Config, run_id: str, ta
 def recorded_signatures(config: Config) -> dict[tuple[str, str], str]:
     """The latest recorded signature of every (table, subset), read without an engine."""
     rows = read_meta_rows(config, TABLE_INPUTS, ["run_id", "table_name", "subset", "signature"])
-    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    return {key: row["signature"] for key, row in _latest(rows, lambda r: (r["table_name"], r["subset"])).items()}
+
+
+def recorded_versions(config: Config) -> dict[str, Optional[int]]:
+    """The table version the latest build of each table published (None for parquet tables)."""
+    rows = read_meta_rows(config, TABLE_INPUTS, ["run_id", "table_name", "table_version"])
+    return {table: row["table_version"] for table, row in _latest(rows, lambda r: r["table_name"]).items()}
+
+
+def _latest(rows: list[dict], key) -> dict:
+    """The row of the latest run (run ids sort by start time) for each `key(row)`."""
+    latest: dict = {}
     for row in rows:
-        key = (row["table_name"], row["subset"])
-        if key not in latest or row["run_id"] > latest[key][0]:
-            latest[key] = (row["run_id"], row["signature"])
-    return {key: signature for key, (_, signature) in latest.items()}
+        group = key(row)
+        if group not in latest or row["run_id"] > latest[group]["run_id"]:
+            latest[group] = row
+    return latest
+
+
+def run_ids(config: Config) -> set[str]:
+    """Every run's id: each run has its row from its start, before it writes anything."""
+    return {row["run_id"] for row in read_meta_rows(config, RUNS, ["run_id"])}
 
 
 def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:

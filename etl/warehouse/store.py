@@ -218,12 +218,15 @@ class DeltaRollback(Rollback):
         self.previous_version = store.version(path)
 
     def restore(self, run_id: str) -> Optional[int]:
+        # A write that failed may have committed nothing (or, for a new table, left files but no log).
         if self.previous_version is None:
-            fs, inner = filesystem(self.path)
-            fs.delete_dir(inner)
-            log.warning("%s: removed the table this run had created", self.path)
+            if exists(self.path):
+                fs, inner = filesystem(self.path)
+                fs.delete_dir(inner)
+                log.warning("%s: removed the table this run had created", self.path)
             return None
-        self.store.restore(self.path, self.previous_version, run_id)
+        if self.store.version(self.path) != self.previous_version:
+            self.store.restore(self.path, self.previous_version, run_id)
         return self.previous_version
 
 
