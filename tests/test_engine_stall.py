@@ -79,3 +79,49 @@ def test_the_server_goes_when_its_parent_closes_the_pipe():
     server = SailServerProcess()
     server.stop(grace_seconds=20)
     assert not server.alive()
+
+
+def test_a_build_whose_engine_freezes_fails_naming_the_table_and_step(tmp_path):
+    """The whole path: a build on a frozen server ends within the stall limit, exit 1, one line
+    naming the table and step; the run is recorded failed, the lock released, tables whole."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from etl.synth import generate
+    from helpers import REPO, committed, demo_config, runs, table_dir
+
+    generate(tmp_path / "sources", rows=150_000, seed=8, images=None)
+    warehouse = tmp_path / "warehouse"
+    config = demo_config(tmp_path / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
+    config.write_text(config.read_text() + "engine_stall_seconds: 4\n")
+    process = subprocess.Popen([sys.executable, "-m", "etl.cli", "build", "--config", str(config)], cwd=REPO,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    data = table_dir(warehouse, "ods_laion_base")
+    while not (data.exists() and any(p for p in data.rglob("*.parquet") if "_delta_log" not in p.parts)):
+        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.01)
+    server_pid = int(re.search(r"Spark Connect server on \S+ \(pid (\d+)\)", "".join(lines)).group(1))
+    os.kill(server_pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    process.wait(timeout=120)
+    reader.join(10)
+    err = "".join(lines)
+
+    assert process.returncode == 1, err[-3000:]
+    assert time.monotonic() - frozen < 60
+    failures = [line for line in err.splitlines() if line.startswith("laion-etl:")]
+    assert len(failures) == 1 and re.match(
+        r"laion-etl: failed: ods_laion_base: (writing|checks|quarantine and query): the engine made no progress "
+        r"for \d+ s \(stall limit 4 s\); it was stopped", failures[0]), err[-3000:]
+    assert not (warehouse / "meta" / "_lock.json").exists()
+    stalled = runs(warehouse)[-1]
+    assert stalled["status"] == "failed" and "made no progress" in stalled["message"]
+    assert "ods_laion_base" not in json.loads(stalled["published"])
+    assert not committed(warehouse, "ods_laion_base") or "ods_laion_base" in json.loads(stalled["rolled_back"])

@@ -19,17 +19,18 @@ from typing import Callable, Iterator, Mapping, Optional
 
 from pyspark.sql import functions as F
 
+from etl.build.inputs import WHOLE_TABLE
+from etl.build.plan import BuildPlan
+from etl.engine.session import engine_step
+from etl.ingest.sources import SourceError
+from etl.progress import step
 from etl.project.config import Config
 from etl.project.contracts import ContractError
-from etl.build.inputs import WHOLE_TABLE
-from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
-from etl.build.plan import BuildPlan
-from etl.progress import step
 from etl.project.project import Project
 from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
-from etl.ingest.sources import SourceError
 from etl.quality.validation import Validator, histograms
+from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
 from etl.warehouse.store import table_store
 
 log = logging.getLogger("etl")
@@ -105,12 +106,13 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         if outside_edit:
             log.warning("[%s] %s: %s: rebuilding all of it", table.layer, table.name, outside_edit)
         subsets = None if keys == (WHOLE_TABLE,) else keys
-        quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
+        with engine_step(f"{table.name}: reading its inputs"):
+            quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
         rows_in = plan.input_rows(table, subsets)
         if rows_in is None and table.driving_table:
             rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer:
-            with _naming(table, config):
+            with _naming(table, config), engine_step(f"{table.name}: quarantine and query"):
                 quarantined = (_write_quarantine(spark, plan, table, quarantine, state.run_id, subsets)
                                if quarantine else None)
                 df = _select(spark, table)
@@ -119,8 +121,10 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             # `fail` rule, checks that crash, the engine failing, an interrupt) must not leave the
             # new, unchecked version current.
             try:
-                written = _write(spark, plan, table, df, state.run_id, subsets)
-                quality = _validate(spark, plan, table, state, written.version)
+                with engine_step(f"{table.name}: writing"):
+                    written = _write(spark, plan, table, df, state.run_id, subsets)
+                with engine_step(f"{table.name}: checks"):
+                    quality = _validate(spark, plan, table, state, written.version)
                 state.steps.append(StepResult(
                     table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
                     quarantined=quarantined, version=written.version, seconds=timer.elapsed(),

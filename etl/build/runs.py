@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Sequence
 from etl.build.interrupts import RunInterrupted, interruptible, interruption
 from etl.build.materialise import BuildState, StepResult, register_existing_tables, run_build
 from etl.build.plan import BuildPlan
-from etl.engine.session import abort_engine, open_session
+from etl.engine.session import abort_engine, engine_stalled, open_session
 from etl.ingest.sources import explain_read_failure
 from etl.project.config import Config
 from etl.project.project import Project
@@ -62,7 +62,7 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
     record = RunRecord(run_id=run_id, command="build", started_at=_now(), engine=config.engine,
                        format=config.format, layers=",".join(plan.layers), subsets=",".join(plan.subset_names))
     with warehouse_lock(config, run_id, "build"), open_session(config, submitted=submitted) as spark, \
-            interruptible(abort_engine), _recorded_if_interrupted(spark, plan.project, config, record):
+            interruptible(abort_engine), _recorded_if_stopped(spark, plan.project, config, record):
         register_meta_tables(spark, plan.project, config)
         abandon_dead_runs(spark, plan.project, config, run_id)
         save_run(spark, plan.project, config, record)
@@ -78,9 +78,11 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
         try:
             run_build(spark, plan, state)
         except (Exception, RunInterrupted) as exc:  # recorded and reported below, then re-raised by the caller
+            record.published, record.rolled_back = state.published, state.rolled_back
             if isinstance(interruption(exc), RunInterrupted):
-                record.published, record.rolled_back = state.published, state.rolled_back
                 raise interruption(exc) from exc
+            if engine_stalled():  # the engine is gone: no results or report to write, only the run's row
+                raise
             error = explain_read_failure(exc, plan.read_files)  # Sail's decoding errors name no file
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
@@ -90,20 +92,25 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
 
 
 @contextmanager
-def _recorded_if_interrupted(spark, project: Project, config: Config, record: RunRecord) -> Iterator[None]:
-    """A run stopped by a signal says so in `meta.runs`, with what it published and rolled back.
-    The engine may be gone by then: the row is written without it where the format allows (Delta)."""
+def _recorded_if_stopped(spark, project: Project, config: Config, record: RunRecord) -> Iterator[None]:
+    """A run stopped by a signal, or by an engine that made no progress, says so in `meta.runs`,
+    with what it published and rolled back. The engine may be gone by then: the row is written
+    without it where the format allows (Delta)."""
     try:
         yield
     except (Exception, RunInterrupted) as error:
         exc = interruption(error)
-        if not isinstance(exc, RunInterrupted):
+        if isinstance(exc, RunInterrupted):
+            record.status, record.message = INTERRUPTED, str(exc)
+        elif engine_stalled():
+            record.status, record.message = "failed", _failure_message(exc)
+        else:
             raise
-        record.status, record.finished_at, record.message = INTERRUPTED, _now(), str(exc)
+        record.finished_at = _now()
         try:
             save_run(spark, project, config, record, register=False)
-        except Exception:  # the signal's news matters more than the bookkeeping's
-            log.warning("could not record run %s as interrupted", record.run_id, exc_info=True)
+        except Exception:  # the stop's news matters more than the bookkeeping's
+            log.warning("could not record run %s as %s", record.run_id, record.status, exc_info=True)
         if exc is error:
             raise
         raise exc from error
@@ -115,7 +122,7 @@ def execute_dq(project: Project, config: Config, table_names: Optional[Sequence[
     record = RunRecord(run_id=run_id, command="dq", started_at=_now(), engine=config.engine, format=config.format)
     tables = [t for t in project.tables if table_names is None or t.name in table_names]
     with warehouse_lock(config, run_id, "dq"), open_session(config, submitted=submitted) as spark, \
-            interruptible(abort_engine), _recorded_if_interrupted(spark, project, config, record):
+            interruptible(abort_engine), _recorded_if_stopped(spark, project, config, record):
         register_meta_tables(spark, project, config)
         abandon_dead_runs(spark, project, config, run_id)
         save_run(spark, project, config, record)

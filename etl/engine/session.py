@@ -87,6 +87,11 @@ _abort: Optional[Callable[[], None]] = None
 SESSION_STOP_SECONDS = 30.0
 
 
+def engine_stalled() -> Optional[str]:
+    """Why the engine was stopped for making no progress, if it was (it is gone then)."""
+    return _watchdog.stalled if _watchdog is not None else None
+
+
 def abort_engine() -> None:
     """Stop what the engine is doing, from any thread: the call waiting on it fails at once."""
     if _abort is not None:
