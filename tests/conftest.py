@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from etl.cli import main
-from helpers import REPO, free_port, required_on_ci
+from helpers import REPO, demo_config, free_port, required_on_ci
 from pytest_hang_watchdog import pytest_configure, pytest_runtest_protocol  # noqa: F401 (hooks pytest finds here)
 
 
@@ -24,6 +24,26 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def long_sources(tmp_path_factory) -> Path:
+    """Synthetic sources big enough (150,000 base rows) that a build can be stopped mid-table:
+    `<root>/sources`, shared by the tests that kill or signal builds."""
+    from etl.synth import generate
+
+    root = tmp_path_factory.mktemp("long_sources")
+    generate(root / "sources", rows=150_000, seed=3, images=None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def long_reference(long_sources) -> Path:
+    """The warehouse of an uninterrupted build of `long_sources`."""
+    config = demo_config(long_sources / "sources", long_sources / "reference", long_sources / "reference.yaml",
+                         with_images=False)
+    assert main(["-q", "build", "--config", str(config)]) == 0
+    return long_sources / "reference"
 
 
 @pytest.fixture

@@ -103,6 +103,11 @@ def table_dir(warehouse: Path, name: str) -> Path:
     return warehouse / _table_layers()[name] / name
 
 
+def has_data_files(warehouse: Path, name: str) -> bool:
+    """A write of the table has begun: data files exist (before its commit does)."""
+    return any(p for p in table_dir(warehouse, name).rglob("*.parquet") if "_delta_log" not in p.parts)
+
+
 def committed(warehouse: Path, name: str) -> bool:
     """Whether table `name` has at least one Delta commit."""
     return any((table_dir(warehouse, name) / "_delta_log").glob("*.json"))

@@ -6,8 +6,12 @@ as the hung server of a CI run did (CPU idle, the client's gRPC call waiting in 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,6 +19,7 @@ import pytest
 
 from etl.engine.sail_server import SailServerProcess, process_cpu_seconds
 from etl.engine.stall_watchdog import EngineStalled, StallWatchdog
+from helpers import REPO, committed, demo_config, has_data_files, runs
 
 
 def test_a_quiet_step_is_a_stall_and_a_busy_one_is_not():
@@ -81,20 +86,11 @@ def test_the_server_goes_when_its_parent_closes_the_pipe():
     assert not server.alive()
 
 
-def test_a_build_whose_engine_freezes_fails_naming_the_table_and_step(tmp_path):
+def test_a_build_whose_engine_freezes_fails_naming_the_table_and_step(long_sources, tmp_path):
     """The whole path: a build on a frozen server ends within the stall limit, exit 1, one line
     naming the table and step; the run is recorded failed, the lock released, tables whole."""
-    import json
-    import re
-    import subprocess
-    import sys
-
-    from etl.synth import generate
-    from helpers import REPO, committed, demo_config, runs, table_dir
-
-    generate(tmp_path / "sources", rows=150_000, seed=8, images=None)
     warehouse = tmp_path / "warehouse"
-    config = demo_config(tmp_path / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
+    config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
     config.write_text(config.read_text() + "engine_stall_seconds: 4\n")
     process = subprocess.Popen([sys.executable, "-m", "etl.cli", "build", "--config", str(config)], cwd=REPO,
                                env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
@@ -103,8 +99,7 @@ def test_a_build_whose_engine_freezes_fails_naming_the_table_and_step(tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()
     deadline = time.monotonic() + 300
-    data = table_dir(warehouse, "ods_laion_base")
-    while not (data.exists() and any(p for p in data.rglob("*.parquet") if "_delta_log" not in p.parts)):
+    while not has_data_files(warehouse, "ods_laion_base"):
         assert process.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
         time.sleep(0.01)
     server_pid = int(re.search(r"Spark Connect server on \S+ \(pid (\d+)\)", "".join(lines)).group(1))

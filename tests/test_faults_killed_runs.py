@@ -23,30 +23,9 @@ from deltalake import DeltaTable
 
 from etl.cli import main
 from etl.project.project import load_project
-from etl.synth import generate
-from helpers import REPO, assert_same_rows, committed, demo_config, read_delta, runs, table_dir
+from helpers import REPO, assert_same_rows, committed, demo_config, has_data_files, read_delta, runs, table_dir
 
 TABLES = {t.name: t for t in load_project().tables}
-ROWS = 150_000
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("killed")
-    generate(root / "sources", rows=ROWS, seed=3, images=None)
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(sources):
-    """An uninterrupted build of the same sources."""
-    config = demo_config(sources / "sources", sources / "reference", sources / "reference.yaml", with_images=False)
-    assert main(["-q", "build", "--config", str(config)]) == 0
-    return sources / "reference"
-
-
-def has_data_files(warehouse: Path, name: str) -> bool:
-    return any(p for p in table_dir(warehouse, name).rglob("*.parquet") if "_delta_log" not in p.parts)
 
 
 def kill_when(command: list[str], condition, timeout: float = 300) -> None:
@@ -72,9 +51,9 @@ def build_command(config: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("kill_point", ["mid_ods_write", "between_layers", "mid_dms_write"])
-def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp_path, kill_point):
+def test_killed_build_reruns_to_the_uninterrupted_result(long_sources, long_reference, tmp_path, kill_point):
     warehouse = tmp_path / "warehouse"
-    config = demo_config(sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
+    config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
     condition = {
         "mid_ods_write": lambda: has_data_files(warehouse, "ods_laion_base"),
         "between_layers": lambda: committed(warehouse, "ods_laion_joined"),
@@ -85,7 +64,7 @@ def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp
     # Atomic per table: each is absent or a complete version equal to the reference's.
     present = {name for name in TABLES if committed(warehouse, name)}
     for name in present:
-        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(reference, name)))
+        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(long_reference, name)))
     assert "dms_laion_wide" not in present
     if kill_point == "mid_dms_write":
         assert "dmd_image_path_suffix_aesthetics" in present
@@ -102,7 +81,7 @@ def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp
     plan = make_plan(load_project(), load_config(config))
     assert main(["-q", "build", "--config", str(config)]) == 0
     for name in TABLES:
-        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(reference, name)))
+        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(long_reference, name)))
     assert runs(warehouse)[-1]["status"] == "succeeded"
     # Tables the killed run had published and recorded were not rebuilt by the rerun.
     rebuilt = {name for name in published if len(DeltaTable(str(table_dir(warehouse, name))).history()) > 1}
@@ -111,8 +90,8 @@ def test_killed_build_reruns_to_the_uninterrupted_result(sources, reference, tmp
 
 
 @pytest.mark.parametrize("kill_point", ["mid_staging", "mid_publish"])
-def test_killed_export_reruns_to_the_uninterrupted_export(reference, tmp_path, kill_point):
-    config = demo_config(Path("unused"), reference, tmp_path / "demo.yaml", with_images=False)
+def test_killed_export_reruns_to_the_uninterrupted_export(long_reference, tmp_path, kill_point):
+    config = demo_config(Path("unused"), long_reference, tmp_path / "demo.yaml", with_images=False)
 
     def export_args(out: Path) -> list[str]:
         return ["-q", "export", "--config", str(config), "--out", str(out), "--where", "hash is not null",

@@ -21,30 +21,10 @@ import pytest
 
 from etl.cli import main
 from etl.project.project import load_project
-from etl.synth import generate
-from helpers import REPO, assert_same_rows, committed, demo_config, read_delta, runs, table_dir
+from helpers import REPO, assert_same_rows, committed, demo_config, has_data_files, read_delta, runs, table_dir
 
 TABLES = [t.name for t in load_project().tables]
-ROWS = 150_000
 STOP_SECONDS = 30  # "within seconds", with room for a loaded 2-core machine
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("signals")
-    generate(root / "sources", rows=ROWS, seed=5, images=None)
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(sources):
-    config = demo_config(sources / "sources", sources / "reference", sources / "reference.yaml", with_images=False)
-    assert main(["-q", "build", "--config", str(config)]) == 0
-    return sources / "reference"
-
-
-def has_data_files(warehouse: Path, name: str) -> bool:
-    return any(p for p in table_dir(warehouse, name).rglob("*.parquet") if "_delta_log" not in p.parts)
 
 
 def start_build(config: Path) -> subprocess.Popen:
@@ -82,10 +62,10 @@ def signal_and_wait(process: subprocess.Popen, signum: int) -> tuple[float, str]
     ("between_layers", signal.SIGINT),
     ("mid_dms_write", signal.SIGTERM),
 ])
-def test_a_signal_stops_the_build_within_seconds_and_leaves_whole_versions(sources, reference, tmp_path, point,
+def test_a_signal_stops_the_build_within_seconds_and_leaves_whole_versions(long_sources, long_reference, tmp_path, point,
                                                                           signum):
     warehouse = tmp_path / "warehouse"
-    config = demo_config(sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
+    config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
     condition = {
         "mid_ods_write": lambda: has_data_files(warehouse, "ods_laion_base"),
         "between_layers": lambda: committed(warehouse, "ods_laion_joined"),
@@ -109,16 +89,16 @@ def test_a_signal_stops_the_build_within_seconds_and_leaves_whole_versions(sourc
     # Nothing the run wrote is left current unchecked: what is there is what it published.
     assert present == set(published), (present, published, err[-2500:])
     for table in present:
-        assert_same_rows(read_delta(table_dir(warehouse, table)), read_delta(table_dir(reference, table)))
+        assert_same_rows(read_delta(table_dir(warehouse, table)), read_delta(table_dir(long_reference, table)))
 
     assert main(["-q", "build", "--config", str(config)]) == 0
     for table in TABLES:
-        assert_same_rows(read_delta(table_dir(warehouse, table)), read_delta(table_dir(reference, table)))
+        assert_same_rows(read_delta(table_dir(warehouse, table)), read_delta(table_dir(long_reference, table)))
 
 
-def test_a_second_ctrl_c_exits_at_once(sources, tmp_path):
+def test_a_second_ctrl_c_exits_at_once(long_sources, tmp_path):
     warehouse = tmp_path / "warehouse"
-    config = demo_config(sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
+    config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
     process = start_build(config)
     wait_for(process, lambda: has_data_files(warehouse, "ods_laion_base"))
     process.send_signal(signal.SIGINT)
@@ -128,9 +108,9 @@ def test_a_second_ctrl_c_exits_at_once(sources, tmp_path):
     assert seconds < 5, f"the second Ctrl-C took {seconds:.1f} s"
 
 
-def test_a_run_found_dead_is_marked_abandoned(sources, tmp_path):
+def test_a_run_found_dead_is_marked_abandoned(long_sources, tmp_path):
     warehouse = tmp_path / "warehouse"
-    config = demo_config(sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
+    config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
     process = start_build(config)
     wait_for(process, lambda: committed(warehouse, "ods_laion_joined"))
     process.kill()
