@@ -135,3 +135,19 @@ def test_an_unreachable_store_fails_the_run_instead_of_refusing_the_file(tmp_pat
     monkeypatch.setattr(sources, "read_footer", unreachable)
     with pytest.raises(SourceError, match=r"part-00000\.parquet: cannot be read \(.*HTTP status 503"):
         resolve_files("base", "laion2B-en", (str(tmp_path / "sources/laion2B-en/*.parquet"),))
+
+
+def test_a_file_listed_in_two_subsets_is_refused_naming_both(tmp_path, run_cli):
+    write_planted_sources(tmp_path / "sources")
+    shared = tmp_path / "sources" / BASE_PART
+    config = config_for(tmp_path, tmp_path / "warehouse", "skip")
+    nolang_base = f"base: {tmp_path}/sources/laion1B-nolang/*.parquet"
+    config.write_text(config.read_text().replace(nolang_base, f"base: [{tmp_path}/sources/laion1B-nolang/*.parquet, "
+                                                              f"{shared}]"))
+
+    code, out, _ = run_cli("build", "--config", str(config), "--dry-run")
+
+    assert code == 0
+    refused = [line.strip() for line in out.splitlines() if "refused (skip)" in line]
+    assert refused == [f"refused (skip): {shared}: listed in two subsets, laion2B-en and laion1B-nolang: "
+                       f"its rows would be read into both"]

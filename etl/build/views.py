@@ -83,7 +83,7 @@ class SourceFamilyView(InputView):
         self.refused: list[RefusedFile] = []
 
     def resolve(self) -> None:
-        seen: dict[str, str] = {}  # fingerprint -> path, across subsets: a copied part file is refused anywhere
+        seen: dict[str, SourceFile] = {}  # by fingerprint, across subsets: a copied part file is refused anywhere
         for sources in self.config.sources:
             if sources.name not in self.planned_subsets:
                 continue

@@ -77,11 +77,12 @@ class ResolvedFiles:
 
 
 def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool = False,
-                  seen: Optional[dict[str, str]] = None) -> ResolvedFiles:
+                  seen: Optional[dict[str, SourceFile]] = None) -> ResolvedFiles:
     """Expand globs into files with their footers; a glob matching nothing is an error.
 
     Files that cannot be used (unreadable, zero bytes, a byte-for-byte copy of a file already
-    seen, per `seen`: fingerprint -> path) are returned as refused, for the caller's policy.
+    seen, per `seen`: fingerprint -> the file first listed) are returned as refused, for the
+    caller's policy.
     """
     seen = {} if seen is None else seen
     resolved = ResolvedFiles([], [])
@@ -92,20 +93,30 @@ def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool
         for path in paths:
             footer, problem = _footer(path)
             if problem is None and footer.fingerprint in seen:
-                problem = f"duplicate of {seen[footer.fingerprint]} (same size and footer): its rows would be read twice"
+                problem = _listed_before(seen[footer.fingerprint], path, subset)
             if problem is not None:
                 size, modified_ns = file_stat(path)
                 resolved.refused.append(RefusedFile(family, subset, path, problem, size, modified_ns))
                 continue
-            seen[footer.fingerprint] = path
-            resolved.files.append(SourceFile(
+            source = SourceFile(
                 family=family,
                 subset=subset,
                 footer=footer,
                 source_rank=rank if ranked else 0,
                 source_name=_source_name(pattern) if ranked else "",
-            ))
+            )
+            seen[footer.fingerprint] = source
+            resolved.files.append(source)
     return resolved
+
+
+def _listed_before(first: SourceFile, path: str, subset: str) -> str:
+    """Why `path` is refused when a file with its fingerprint, `first`, is already read."""
+    if first.path != path:
+        return f"duplicate of {first.path} (same size and footer): its rows would be read twice"
+    if first.subset != subset:
+        return f"listed in two subsets, {first.subset} and {subset}: its rows would be read into both"
+    return f"matched by two globs of sources.{subset}.{first.family}: its rows would be read twice"
 
 
 def _footer(path: str) -> tuple[Optional[ParquetFooter], Optional[str]]:
