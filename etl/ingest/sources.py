@@ -187,9 +187,10 @@ def rejected_rows(family_rows: DataFrame) -> DataFrame:
 
 def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
     columns = family.columns
-    by_lower = {field.name.lower(): field for field in source.footer.schema}
+    schema = engine_schema(source.footer.schema)
+    by_lower = {field.name.lower(): field for field in schema}
     raw = _load(spark, source, columns, by_lower)
-    file_problem = _file_problem(source.footer.schema, by_lower, columns)
+    file_problem = _file_problem(schema, by_lower, columns)
     if file_problem:
         log.warning("%s: %s; its %d rows go to quarantine", source.path, file_problem, source.footer.num_rows)
         selected = [F.lit(None).cast(c.type).alias(c.name) for c in columns]
@@ -220,7 +221,8 @@ def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
 
 
 def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower: dict[str, pa.Field]) -> DataFrame:
-    """The file as a DataFrame; through pyarrow where the engine's reader could corrupt NaNs.
+    """The file as a DataFrame with the columns of `engine_schema`; through pyarrow where the
+    engine's reader could corrupt NaNs.
 
     Sail 0.7.2 reads a float column whose parquet statistics say min == max as that constant,
     so a NaN beside one repeated value silently becomes the value. Such files (rare outside
@@ -229,7 +231,7 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     """
     used = {f.name for f in filter(None, (_find_field(by_lower, c) for c in columns))}
     if not used & set(source.footer.constant_float_columns):
-        return spark.read.parquet(source.path)
+        return _decode_dictionaries(spark.read.parquet(source.path), source.footer.schema)
     log.info("%s: float statistics with min == max; reading it through pyarrow", source.path)
     table = read_table(source.path)
     # pyarrow does not check UTF-8 when decoding and the engine refuses such data with an error
@@ -237,7 +239,39 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     problem = _invalid_utf8_column(table)
     if problem:
         raise SourceError(f"{source.path}: {problem}")
-    return spark.createDataFrame(table)
+    return spark.createDataFrame(table.cast(engine_schema(table.schema)))
+
+
+# Unsigned integers have no Spark type: each becomes the narrowest signed type holding all its values.
+_SIGNED_HOLDING_UNSIGNED = {8: pa.int16(), 16: pa.int32(), 32: pa.int64(), 64: pa.decimal128(20, 0)}
+
+
+def engine_type(kind: pa.DataType) -> pa.DataType:
+    """The Arrow type a Spark engine takes a column of `kind` as, every value kept.
+
+    Sail cannot hand a dictionary-encoded column to anything that needs its Spark type (`to_json`,
+    the client's schema), and pyspark refuses unsigned Arrow integers; both are decoded here
+    to plain types, and the family's casts then decide value by value what fits.
+    """
+    if pat.is_dictionary(kind):
+        return engine_type(kind.value_type)
+    if pat.is_unsigned_integer(kind):
+        return _SIGNED_HOLDING_UNSIGNED[kind.bit_width]
+    return kind
+
+
+def engine_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([field.with_type(engine_type(field.type)) for field in schema], metadata=schema.metadata)
+
+
+def _decode_dictionaries(frame: DataFrame, schema: pa.Schema) -> DataFrame:
+    """The engine's own read with its dictionary-encoded columns cast to their values' type
+    (unsigned integers need nothing: the engine casts them value by value)."""
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    decoded = {field.name: F.col(f"`{field.name}`").cast(from_arrow_type(engine_type(field.type)).simpleString())
+               for field in schema if pat.is_dictionary(field.type)}
+    return frame.withColumns(decoded) if decoded else frame
 
 
 def _file_problem(schema: pa.Schema, by_lower: dict[str, pa.Field],
@@ -258,11 +292,11 @@ def _file_problem(schema: pa.Schema, by_lower: dict[str, pa.Field],
 
 
 def _castable(source: pa.DataType, target: str) -> bool:
-    if pat.is_nested(source) or pat.is_dictionary(source):
+    if pat.is_nested(source):
         return False
     if target == "string":
         return True
-    return pat.is_integer(source) or pat.is_floating(source) or pat.is_boolean(source) \
+    return pat.is_integer(source) or pat.is_floating(source) or pat.is_decimal(source) or pat.is_boolean(source) \
         or _is_text(source) or pat.is_null(source)
 
 
@@ -293,6 +327,8 @@ def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn) -> tuple[Co
         raw = convertible = F.nanvl(raw, F.lit(None))
         if column.type in _INTEGRAL:
             convertible = F.when(raw % 1 == 0, raw)
+    elif pat.is_decimal(field.type) and column.type in _INTEGRAL:
+        convertible = F.when(raw % 1 == 0, raw)  # a cast would truncate 640.5 to 640
     elif _is_text(field.type) and column.type != "string":
         trimmed = F.trim(raw)
         raw = F.when(trimmed != "", raw)
@@ -353,15 +389,23 @@ def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> B
 
 
 def _undecodable(path: str) -> Optional[str]:
-    """Why pyarrow cannot decode every page of `path` into valid Arrow data, or None."""
+    """Why pyarrow cannot decode every page of `path` into valid Arrow data (naming the column), or None.
+
+    Column by column, so the reason names the column; reading a row group's columns one at a
+    time costs what reading them together does.
+    """
     fs, inner = filesystem(path)
     try:
         with fs.open_input_file(inner) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                problem = _invalid_utf8_column(parquet.read_row_group(group))
-                if problem:
-                    return problem
+                for name in parquet.schema_arrow.names:
+                    try:
+                        problem = _invalid_utf8_column(parquet.read_row_group(group, columns=[name]))
+                    except (OSError, pa.ArrowException) as exc:
+                        return f"column {name} cannot be decoded ({' '.join(str(exc).split())})"
+                    if problem:
+                        return problem
     except (OSError, pa.ArrowException) as exc:
         return f"cannot be decoded ({' '.join(str(exc).split())})"
     return None
