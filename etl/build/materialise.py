@@ -13,7 +13,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 from pyspark.sql import functions as F
 
@@ -26,7 +26,8 @@ from etl.progress import step
 from etl.project.project import Project
 from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
-from etl.ingest.sources import SourceError
+from etl.build.views import SOURCE_VIEW_PREFIX
+from etl.ingest.sources import RefusedFile, SourceError, SourceFile, UndecodableFileError, explain_read_failure
 from etl.quality.validation import Validator, histograms
 from etl.warehouse.store import table_store
 
@@ -99,16 +100,14 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             state.steps.append(_unchanged_step(table, config))
             continue
         subsets = None if keys == (WHOLE_TABLE,) else keys
-        quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
-        rows_in = plan.input_rows(table, subsets)
-        if rows_in is None and table.driving_table:
-            rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer, \
                 _naming(table, config):
-            quarantined = _write_quarantine(spark, plan, table, quarantine, state.run_id, subsets) if quarantine else None
             rollback = table_store(config).rollback_point(table.path(config))
-            written = _materialise(spark, plan, table, state.run_id, subsets)
+            quarantined, written = _write_decodable_rows(spark, plan, table, state, subsets)
             quality = _validate(spark, plan, table, state, written.version)
+        rows_in = plan.input_rows(table, subsets)  # after the write: it may have refused a file
+        if rows_in is None and table.driving_table:
+            rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
         state.steps.append(StepResult(
             table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
             quarantined=quarantined, version=written.version, seconds=timer.seconds, verdict=quality.verdict,
@@ -152,31 +151,69 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
     refused = plan.all_refused
     if not refused:
         return
-    policy = plan.config.on_bad_file
     for table in plan.tables:
-        files = [f for view in plan.views_of(table) for f in view.refused_files(None)]
-        if not files:
-            continue
-        rule = refused_files_rule(table.name, files, FAIL if policy == "fail" else WARN)
-        state.refusals[table.name] = rule
-        if policy == "fail":
-            append_source_files(spark, plan.project, plan.config, state.run_id, table.name, [], files, None)
-            state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
-                                              published=False, rules=[rule]))
+        _note_refusals(spark, plan, state, table)
     for file in refused:
-        log.warning("refused %s (on_bad_file: %s)", file.message, policy)
-    if policy == "fail":
+        log.warning("refused %s (on_bad_file: %s)", file.message, plan.config.on_bad_file)
+    if plan.config.on_bad_file == "fail":
         raise BuildError(f"{plan.refusal_message()}; on_bad_file is fail, so nothing was built "
                          f"(fix or remove the files, or set on_bad_file: skip to build without them)")
+
+
+def _note_refusals(spark, plan: BuildPlan, state: BuildState, table: Table) -> None:
+    """The table's refused source files as its `source_files_readable` result; under `fail` also
+    recorded now in meta.source_files, as no table version will record them."""
+    files = _refused_files(plan, table, None)
+    if not files:
+        return
+    failing = plan.config.on_bad_file == "fail"
+    rule = refused_files_rule(table.name, files, FAIL if failing else WARN)
+    state.refusals[table.name] = rule
+    if failing:
+        append_source_files(spark, plan.project, plan.config, state.run_id, table.name, [], files, None)
+        state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
+                                          published=False, rules=[rule]))
+
+
+def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildState,
+                          subsets: Optional[tuple[str, ...]]):
+    """Bind the table's input views, replace its quarantined rows and write it: (rows quarantined, WriteResult).
+
+    A source file whose footer reads but whose data the engine cannot decode shows only now, as
+    an engine error naming no file; `explain_read_failure` finds it with pyarrow. It is then
+    refused like the files refused at plan time: under `on_bad_file: fail` the build stops naming
+    it, under `skip` the table is written again without it (a write that failed committed nothing).
+    """
+    while True:
+        try:
+            rejected = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
+            quarantined = _write_quarantine(spark, plan, table, rejected, state.run_id, subsets) if rejected else None
+            return quarantined, _materialise(spark, plan, table, state.run_id, subsets)
+        except Exception as exc:
+            explained = explain_read_failure(exc, _read_files(plan, table, subsets))
+            if not isinstance(explained, UndecodableFileError):
+                raise
+            plan.views[SOURCE_VIEW_PREFIX + explained.source.family].refuse(explained.source, explained.reason)
+            log.warning("refused %s (on_bad_file: %s)", explained, plan.config.on_bad_file)
+            _note_refusals(spark, plan, state, table)
+            if plan.config.on_bad_file == "fail":
+                raise explained from exc
+
+
+def _read_files(plan: BuildPlan, table: Table, subsets: Optional[Sequence[str]]) -> list[SourceFile]:
+    return [f for view in plan.views_of(table) for f in view.read_files(subsets)]
+
+
+def _refused_files(plan: BuildPlan, table: Table, subsets: Optional[Sequence[str]]) -> list[RefusedFile]:
+    return [f for view in plan.views_of(table) for f in view.refused_files(subsets)]
 
 
 def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], run_id: str,
                    version: Optional[int]) -> None:
     """After publishing: which source files this version was built from, and each partition's signature."""
     subsets = None if keys == (WHOLE_TABLE,) else keys
-    files = [f for view in plan.views_of(table) for f in view.read_files(subsets)]
-    refused = [f for view in plan.views_of(table) for f in view.refused_files(subsets)]
-    append_source_files(spark, plan.project, plan.config, run_id, table.name, files, refused, version)
+    append_source_files(spark, plan.project, plan.config, run_id, table.name, _read_files(plan, table, subsets),
+                        _refused_files(plan, table, subsets), version)
     signatures = {key: plan.signatures[(table.name, key)] for key in keys}
     append_table_inputs(spark, plan.project, plan.config, run_id, table.name, signatures, version,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -28,7 +28,6 @@ from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQu
 from etl.redact import redact
 from etl.quality.report import write_report
 from etl.engine.session import open_session
-from etl.ingest.sources import explain_read_failure
 from etl.quality.validation import Validator, histograms
 from etl.warehouse.store import table_store
 
@@ -73,7 +72,7 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
         try:
             run_build(spark, plan, state)
         except Exception as exc:  # recorded and reported below, then re-raised by the caller
-            error = explain_read_failure(exc, plan.read_files)  # Sail's decoding errors name no file
+            error = exc
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
         outcome = _finish(spark, plan.project, config, record, state.quality, error)

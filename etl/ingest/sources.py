@@ -36,6 +36,14 @@ class MissingInputError(SourceError):
     """A configured input that does not exist (a usage problem: exit code 2)."""
 
 
+class UndecodableFileError(SourceError):
+    """A source file whose footer reads but whose data the engine cannot decode: found only by reading it."""
+
+    def __init__(self, source: SourceFile, reason: str) -> None:
+        super().__init__(f"{source.path}: {reason}")
+        self.source, self.reason = source, reason
+
+
 _INTEGRAL = {"int", "bigint"}
 
 
@@ -238,7 +246,7 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     # that names no file; the engine's own reader fails on it too, so this path fails the same way.
     problem = _invalid_utf8_column(table)
     if problem:
-        raise SourceError(f"{source.path}: {problem}")
+        raise UndecodableFileError(source, problem)
     return spark.createDataFrame(table.cast(engine_schema(table.schema)))
 
 
@@ -369,8 +377,8 @@ def _find_field(by_lower: dict[str, pa.Field], column: SourceColumn) -> Optional
 
 
 def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> BaseException:
-    """`error`, or, when the engine failed to decode parquet data, a SourceError naming the first
-    source file pyarrow cannot decode either, and why.
+    """`error`, or, when the engine failed to decode parquet data, an UndecodableFileError naming
+    the first source file pyarrow cannot decode either, and why.
 
     Sail's decoding errors name no file ("Parquet argument error: EOF: eof decoding byte array",
     "... encountered non UTF-8 data ..."), so the files are read again, one at a time, to find it.
@@ -382,7 +390,7 @@ def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> B
     for source in files:
         problem = _undecodable(source.path)
         if problem:
-            named = SourceError(f"{source.path}: {problem}")
+            named = UndecodableFileError(source, problem)
             named.__cause__ = error
             return named
     return error
