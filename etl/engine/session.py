@@ -20,6 +20,7 @@ from typing import Iterator, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
+from etl.engine.paths import EnginePaths, use_aliases
 from etl.engine.sail_server import SailServerProcess
 from etl.engine.stall_watchdog import StallWatchdog
 from etl.project.tables import DATABASE
@@ -95,6 +96,7 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
     global _watchdog
     engine = "spark" if submitted else config.engine
     server = None
+    aliases = None
     if engine != "spark":
         keep_release_pool_usable()
     # The engine's object store reads its S3 settings from the environment: set before it starts.
@@ -109,6 +111,8 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
                 raise
             _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
                                       config.engine_stall_seconds, on_stuck=_exit_stuck)
+            aliases = EnginePaths()  # Sail misplaces local paths that need URL encoding
+            use_aliases(aliases)
         elif engine == "spark":
             spark = _jvm_session(config, submitted)
         else:
@@ -131,6 +135,9 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
             _stop_within(spark, SESSION_STOP_SECONDS)
             if server is not None:
                 server.stop()
+            if aliases is not None:
+                use_aliases(None)
+                aliases.close()
 
 
 def _exit_stuck(reason: str) -> None:

@@ -22,6 +22,7 @@ import pyarrow.types as pat
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from etl.engine.paths import engine_path
 from etl.ingest.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
 from etl.project.families import Family, SourceColumn
 
@@ -239,7 +240,7 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     """
     used = {f.name for f in filter(None, (_find_field(by_lower, c) for c in columns))}
     if not used & set(source.footer.constant_float_columns):
-        return _decode_dictionaries(spark.read.parquet(source.path), source.footer.schema)
+        return _decode_dictionaries(spark.read.parquet(engine_path(source.path)), source.footer.schema)
     log.info("%s: float statistics with min == max; reading it through pyarrow", source.path)
     table = read_table(source.path)
     # pyarrow does not check UTF-8 when decoding and the engine refuses such data with an error

@@ -28,6 +28,7 @@ from typing import Mapping, Optional, Sequence
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
+from etl.engine.paths import engine_path
 from etl.ingest.storage import exists, filesystem
 from etl.project.config import Config
 from etl.project.contracts import Contract
@@ -78,7 +79,7 @@ class TableStore(ABC):
         """The table's rows, as of `version` when given (else the current version)."""
         if version is not None:
             raise ValueError(f"{path}: a {self.format} table has no versions to read")
-        return spark.read.format(self.format).load(path)
+        return spark.read.format(self.format).load(engine_path(path))
 
     @abstractmethod
     def read_rows(self, path: str, columns: list[str]) -> list[dict]:
@@ -121,7 +122,8 @@ class TableStore(ABC):
         if not self.exists(path):  # e.g. a parquet table whose only write was empty
             spark.sql(f"drop table if exists {DATABASE}.{name}")
             return
-        spark.sql(f"create table if not exists {DATABASE}.{name} using {self.format} location {sql_string(path)}")
+        spark.sql(f"create table if not exists {DATABASE}.{name} using {self.format} "
+                  f"location {sql_string(engine_path(path))}")
         self._refresh(spark, name, partitioned)
 
     def _refresh(self, spark, name: str, partitioned: bool) -> None:
@@ -155,7 +157,7 @@ class DeltaStore(TableStore):
         reader = spark.read.format(self.format)
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        return reader.load(engine_path(path))
 
     def read_rows(self, path: str, columns: list[str]) -> list[dict]:
         return self._table(path).to_pyarrow_table(columns=columns).to_pylist()
@@ -177,7 +179,7 @@ class DeltaStore(TableStore):
         if run_id:
             writer = writer.option("userMetadata", run_id)
         before = self.version(path)
-        writer.save(path)
+        writer.save(engine_path(path))
         after = self.version(path)
         # Replacing nothing with nothing makes no commit: then no row was written.
         return WriteResult(rows_written=self._rows_written(path) if after != before else 0, version=after)
@@ -191,7 +193,7 @@ class DeltaStore(TableStore):
         writer = df.write.format(self.format).mode("append")
         if run_id:
             writer = writer.option("userMetadata", run_id)
-        writer.save(path)
+        writer.save(engine_path(path))
 
     def upsert_row(self, spark, path, contract, row, key, run_id) -> None:
         import pyarrow as pa
@@ -260,7 +262,7 @@ class ParquetStore(TableStore):
             # would keep its old rows. So: drop the named partitions, then append.
             _delete_partitions(path, replace)
             writer = writer.mode("append")
-        writer.save(path)
+        writer.save(engine_path(path))
         if not self.exists(path):
             return WriteResult(rows_written=0, version=None)
         written = self.read(spark, path)
@@ -269,13 +271,14 @@ class ParquetStore(TableStore):
         return WriteResult(rows_written=written.count(), version=None)
 
     def append(self, df: DataFrame, path: str, run_id: Optional[str] = None) -> None:
-        df.write.format(self.format).mode("append").save(path)
+        df.write.format(self.format).mode("append").save(engine_path(path))
 
     def upsert_row(self, spark, path, contract, row, key, run_id) -> None:
         # The bookkeeping tables are small: rewrite the table whole.
         position = contract.column_names.index(key)
         others = [tuple(r) for r in self.read(spark, path).collect() if r[key] != row[position]]
-        spark.createDataFrame(others + [row], contract.ddl).write.mode("overwrite").format(self.format).save(path)
+        (spark.createDataFrame(others + [row], contract.ddl).write.mode("overwrite").format(self.format)
+         .save(engine_path(path)))
 
     def rollback_point(self, path: str) -> Rollback:
         return ParquetRollback(path)
