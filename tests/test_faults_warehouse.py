@@ -13,8 +13,9 @@ import json
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from etl.cli import main
 from etl.project.project import load_project
-from helpers import build_synthetic, read_delta, table_dir
+from helpers import assert_same_rows, build_synthetic, one_line, read_delta, table_dir, write_planted_project
 
 TABLES = [t.name for t in load_project().tables]
 
@@ -43,3 +44,32 @@ def test_the_demo_builds_rebuilds_and_exports_in_folders_with_spaces_and_accents
     assert manifest["totals"]["rows"] == pc.sum(pc.equal(wide["language"], "en")).as_py() > 0
     assert sorted(p.name for p in out_dir.iterdir()) == ["_SUCCESS", "manifest.json", "shards"]
     assert [p for p in tmp_path.rglob("*") if "%" in p.name] == [], "nothing may be written under encoded names"
+
+
+def test_a_delta_log_cut_short_fails_every_command_naming_table_and_file_and_force_rebuilds(tmp_path, run_cli, caplog):
+    config = write_planted_project(tmp_path)
+    assert main(["-q", "build", "--config", str(config)]) == 0
+    table = table_dir(tmp_path / "warehouse", "dms_laion_wide")
+    before = read_delta(table)
+    log_file = table / "_delta_log" / "00000000000000000000.json"
+    damaged = log_file.read_bytes()[: log_file.stat().st_size // 2]
+    log_file.write_bytes(damaged)
+
+    lines = {}
+    for command in (["build"], ["tables"], ["export", "--preset", "sd2", "--out", str(tmp_path / "sd2")]):
+        code, _, err = run_cli(command[0], "--config", str(config), *command[1:])
+        assert code == 1, (command, err)
+        lines[command[0]] = line = one_line(err)
+        assert f"the Delta log of {table} is broken: {log_file} cannot be read (line " in line, (command, line)
+        assert "Kernel error" not in line and "Traceback" not in err
+    assert lines["build"].startswith("laion-etl: failed: dms_laion_wide: ") and "build --force" in lines["build"]
+
+    code, _, err = run_cli("build", "--config", str(config), "--force")
+
+    assert code == 0, err
+    assert_same_rows(read_delta(table), before)
+    aside = [p for p in table.parent.iterdir() if p.name.startswith("dms_laion_wide.broken-")]
+    assert len(aside) == 1 and (aside[0] / "_delta_log" / log_file.name).read_bytes() == damaged, "never deleted"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(table) in w and str(aside[0]) in w for w in warnings), warnings
+    assert run_cli("tables", "--config", str(config))[0] == 0

@@ -89,6 +89,7 @@ def register_existing_tables(spark, project: Project, config: Config) -> list[Ta
 def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     config = plan.config
     spark.conf.set("spark.sql.shuffle.partitions", str(plan.shuffle_partitions))
+    _set_aside_broken_tables(plan)
     register_existing_tables(spark, plan.project, config)
     known = plan.project.tables_by_name
     _apply_bad_file_policy(spark, plan, state)
@@ -125,6 +126,14 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         _record_inputs(spark, plan, table, keys, state.run_id, written.version)
         if state.on_publish:
             state.on_publish()
+
+
+def _set_aside_broken_tables(plan: BuildPlan) -> None:
+    """Move the tables whose log cannot be read out of the way (--force), under the warehouse lock."""
+    for name, path in plan.broken.items():
+        aside = table_store(plan.config).set_aside(path)
+        log.warning("%s: its Delta log cannot be read; moved it to %s and rebuilding %s from scratch", path, aside,
+                    name)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from etl.project.config import Config, ConfigError
 from etl.project.project import Project
 from etl.project.tables import LAYERS, Table
 from etl.warehouse.meta import recorded_signatures
-from etl.warehouse.store import table_store
+from etl.warehouse.store import BrokenTableError, table_store
 
 # Bytes of (compressed parquet) input per shuffle partition when the config says `auto`: big
 # enough that a cluster run gets thousands of partitions, not hundreds of thousands.
@@ -38,6 +38,8 @@ class BuildPlan:
     signatures: dict[tuple[str, str], Optional[str]] = field(default_factory=dict)
     recorded: dict[tuple[str, str], str] = field(default_factory=dict)
     rebuild: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> partitions this build redoes
+    # table -> path of a table whose log cannot be read: moved aside and rebuilt from scratch (--force only)
+    broken: dict[str, str] = field(default_factory=dict)
 
     def views_of(self, table: Table) -> list[InputView]:
         """The input views `table` reads that the framework provides (in name order)."""
@@ -111,6 +113,20 @@ def make_plan(project: Project, config: Config, layers: Optional[Sequence[str]] 
     plan.recorded = recorded_signatures(config)
     plan.signatures = planned_signatures(plan, plan.recorded)
     for table in tables:
-        present = table_store(config).exists(table.path(config))
+        present = _present(plan, table)
         plan.rebuild[table.name] = partitions_to_build(plan, table, plan.signatures, plan.recorded, present)
     return plan
+
+
+def _present(plan: BuildPlan, table: Table) -> bool:
+    """Whether `table` exists; one that cannot be read is absent under --force (noted in
+    `plan.broken`), else the build stops naming it."""
+    path = table.path(plan.config)
+    try:
+        return table_store(plan.config).exists(path)
+    except BrokenTableError as exc:
+        if not plan.force:
+            raise BrokenTableError(f"{table.name}: {exc}; `laion-etl build --force` rebuilds it from scratch, "
+                                   "moving the broken folder aside") from exc
+        plan.broken[table.name] = path
+        return False

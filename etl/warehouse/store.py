@@ -19,12 +19,16 @@ stands in for the version to restore.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Mapping, Optional, Sequence
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
@@ -36,6 +40,10 @@ from etl.project.tables import DATABASE
 from etl.s3_settings import S3Settings
 
 log = logging.getLogger(__name__)
+
+
+class BrokenTableError(RuntimeError):
+    """A table whose log cannot be read; the message names the table's path and the log file."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,13 @@ class TableStore(ABC):
     def rollback_point(self, path: str) -> Rollback:
         """Taken before a write that the publish gate may undo."""
 
+    def set_aside(self, path: str) -> str:
+        """Move the (broken) table at `path` to a sibling folder, never deleting it; return where it went."""
+        aside = f"{path.rstrip('/')}.broken-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        fs, inner = filesystem(path)
+        fs.move(inner, filesystem(aside)[1])
+        return aside
+
     def register(self, spark, name: str, path: str, partitioned: bool) -> None:
         """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
         if not self.exists(path):  # e.g. a parquet table whose only write was empty
@@ -135,17 +150,32 @@ class DeltaStore(TableStore):
     format = "delta"
 
     def _table(self, path: str):
+        """The table at `path` through delta-rs; a log it cannot parse fails naming the file
+        (delta-rs says only `Kernel error: Json error ...`)."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
-        return DeltaTable(path, storage_options=self._storage_options(path))
+        try:
+            return DeltaTable(path, storage_options=self._storage_options(path))
+        except DeltaError as exc:
+            unreadable = unreadable_log_file(path)
+            if unreadable is None:
+                raise
+            log_file, reason = unreadable
+            raise BrokenTableError(f"the Delta log of {path} is broken: {log_file} cannot be read ({reason})") from exc
 
     def _storage_options(self, path: str) -> Optional[dict[str, str]]:
         return self.s3.delta_storage_options() if path.startswith("s3://") else None
 
     def exists(self, path: str) -> bool:
+        """A Delta log is at `path`; one that cannot be read raises BrokenTableError (delta-rs's own
+        check looks only for a commit file), so every command stops at its first look at the table."""
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(path, storage_options=self._storage_options(path))
+        if not DeltaTable.is_deltatable(path, storage_options=self._storage_options(path)):
+            return False
+        self._table(path)
+        return True
 
     def version(self, path: str) -> Optional[int]:
         return self._table(path).version() if self.exists(path) else None
@@ -227,6 +257,55 @@ class DeltaRollback(Rollback):
             return None
         self.store.restore(self.path, self.previous_version, run_id)
         return self.previous_version
+
+
+DELTA_LOG = "_delta_log"
+_COMMIT_FILE = re.compile(r"(\d{20})\.json\Z")
+
+
+def unreadable_log_file(path: str) -> Optional[tuple[str, str]]:
+    """The first file of the Delta log at `path` that is not what Delta writes there, and why; None
+    when each parses (or the log cannot be listed: then the failure is the store's, not the log's).
+
+    The files read are the ones a reader needs: `_last_checkpoint` and the commits after it.
+    """
+    fs, inner = filesystem(path)
+    folder = f"{inner.rstrip('/')}/{DELTA_LOG}"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        names = sorted(info.base_name for info in infos if info.type == pafs.FileType.File)
+        since = -1
+        if "_last_checkpoint" in names:
+            try:
+                since = int(json.loads(_read_text(fs, f"{folder}/_last_checkpoint"))["version"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return f"{path.rstrip('/')}/{DELTA_LOG}/_last_checkpoint", f"not a checkpoint pointer: {exc}"
+        for name in names:
+            match = _COMMIT_FILE.match(name)
+            problem = _commit_problem(_read_text(fs, f"{folder}/{name}")) if match and int(match[1]) > since else None
+            if problem:
+                return f"{path.rstrip('/')}/{DELTA_LOG}/{name}", problem
+    except (OSError, pa.ArrowException):
+        return None
+    return None
+
+
+def _read_text(fs: pafs.FileSystem, inner: str) -> str:
+    with fs.open_input_stream(inner) as stream:
+        return stream.read().decode("utf-8", errors="replace")
+
+
+def _commit_problem(text: str) -> Optional[str]:
+    """Why a commit file is not one JSON action per line, or None."""
+    if not text.strip():
+        return "empty commit file"
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except ValueError as exc:
+                return f"line {number}: {exc}"
+    return None
 
 
 class ParquetStore(TableStore):
