@@ -36,7 +36,7 @@ def test_the_demo_builds_rebuilds_and_exports_in_folders_with_spaces_and_accents
     listed = [line.split(maxsplit=4) for line in out.splitlines() if line.startswith("laion.dms_laion_wide ")]
     assert [(row[2], row[4]) for row in listed] == [(str(versions["dms_laion_wide"]),
                                                      str(table_dir(warehouse, "dms_laion_wide")))]
-    out_dir = tmp_path / "exports ü" / "en only"
+    out_dir = tmp_path / "exports ü" / "en only?"  # a `?` in a path handed to Sail reads as a glob
     code, _, err = run_cli("export", "--config", str(config), "--where", "language = 'en'", "--out", str(out_dir))
     assert code == 0, err
     wide = read_delta(table_dir(warehouse, "dms_laion_wide"))

@@ -43,8 +43,9 @@ class EnginePaths:
         if folder not in self._links:
             if self._folder is None:
                 self._folder = tempfile.mkdtemp(prefix="laion-etl-engine-paths-")
-            # Writing through a link that points nowhere fails: the folder a write would create, made now.
-            os.makedirs(folder, exist_ok=True)
+            if not os.path.lexists(folder):
+                # Writing through a link that points nowhere fails: the folder a write would create, made now.
+                os.makedirs(folder)
             link = os.path.join(self._folder, str(len(self._links)))
             os.symlink(folder, link)
             self._links[folder] = link

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_type
 
 from etl.engine.paths import engine_path
 from etl.ingest.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
@@ -196,7 +197,7 @@ def rejected_rows(family_rows: DataFrame) -> DataFrame:
 
 def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
     columns = family.columns
-    schema = engine_schema(source.footer.schema)
+    schema = _engine_schema(source.footer.schema)
     by_lower = {field.name.lower(): field for field in schema}
     raw = _load(spark, source, columns, by_lower)
     file_problem = _file_problem(schema, by_lower, columns)
@@ -230,7 +231,7 @@ def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
 
 
 def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower: dict[str, pa.Field]) -> DataFrame:
-    """The file as a DataFrame with the columns of `engine_schema`; through pyarrow where the
+    """The file as a DataFrame with the columns of `_engine_schema`; through pyarrow where the
     engine's reader could corrupt NaNs.
 
     Sail 0.7.2 reads a float column whose parquet statistics say min == max as that constant,
@@ -248,14 +249,14 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     problem = _invalid_utf8_column(table)
     if problem:
         raise UndecodableFileError(source, problem)
-    return spark.createDataFrame(table.cast(engine_schema(table.schema)))
+    return spark.createDataFrame(table.cast(_engine_schema(table.schema)))
 
 
 # Unsigned integers have no Spark type: each becomes the narrowest signed type holding all its values.
 _SIGNED_HOLDING_UNSIGNED = {8: pa.int16(), 16: pa.int32(), 32: pa.int64(), 64: pa.decimal128(20, 0)}
 
 
-def engine_type(kind: pa.DataType) -> pa.DataType:
+def _engine_type(kind: pa.DataType) -> pa.DataType:
     """The Arrow type a Spark engine takes a column of `kind` as, every value kept.
 
     Sail cannot hand a dictionary-encoded column to anything that needs its Spark type (`to_json`,
@@ -263,22 +264,20 @@ def engine_type(kind: pa.DataType) -> pa.DataType:
     to plain types, and the family's casts then decide value by value what fits.
     """
     if pat.is_dictionary(kind):
-        return engine_type(kind.value_type)
+        return _engine_type(kind.value_type)
     if pat.is_unsigned_integer(kind):
         return _SIGNED_HOLDING_UNSIGNED[kind.bit_width]
     return kind
 
 
-def engine_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([field.with_type(engine_type(field.type)) for field in schema], metadata=schema.metadata)
+def _engine_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([field.with_type(_engine_type(field.type)) for field in schema], metadata=schema.metadata)
 
 
 def _decode_dictionaries(frame: DataFrame, schema: pa.Schema) -> DataFrame:
     """The engine's own read with its dictionary-encoded columns cast to their values' type
     (unsigned integers need nothing: the engine casts them value by value)."""
-    from pyspark.sql.pandas.types import from_arrow_type
-
-    decoded = {field.name: F.col(f"`{field.name}`").cast(from_arrow_type(engine_type(field.type)).simpleString())
+    decoded = {field.name: F.col(f"`{field.name}`").cast(from_arrow_type(_engine_type(field.type)).simpleString())
                for field in schema if pat.is_dictionary(field.type)}
     return frame.withColumns(decoded) if decoded else frame
 

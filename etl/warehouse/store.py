@@ -11,6 +11,10 @@ a replaceWhere predicate are appended instead of refused). Every commit carries 
 its `userMetadata`. Versions, history, row counts and restores go through delta-rs (Sail parses
 no `DESCRIBE HISTORY` or `RESTORE`), so they mean the same whatever engine wrote the table.
 
+A Delta log that cannot be parsed (a commit file cut short) fails naming the table and the file,
+where delta-rs says only `Kernel error: Json error`; `set_aside` moves such a table out of the
+way, never deleting it, for `build --force` to rebuild it from scratch.
+
 Parquet (JVM engine only: Sail's dynamic overwrite replaces the whole table): the named partition
 folders are removed and the new rows appended (dynamic overwrite would keep an emptied
 partition's old rows); there are no versions, so a copy of the files taken before a write
