@@ -1,7 +1,8 @@
-"""Source files the build cannot use (zero bytes, truncated, corrupt, a copy of another part file):
-refused with a message naming the file and the reason, recorded in `meta.source_files` and in the
-run's results, and the build stops (`on_bad_file: fail`, the default) or goes on without them
-(`on_bad_file: skip`) to exactly the tables a tree without those files gives.
+"""Source files the build cannot use (zero bytes, truncated, corrupt, a copy of another part file,
+one file listed in two subsets, data the engine cannot decode): refused with a message naming the
+file and the reason, recorded in `meta.source_files` and in the run's results, and the build stops
+(`on_bad_file: fail`, the default) or goes on without them (`on_bad_file: skip`) to exactly the
+tables a tree without those files gives.
 """
 
 from __future__ import annotations
