@@ -1,7 +1,8 @@
-"""Source files the build cannot use (zero bytes, truncated, corrupt, a copy of another part file):
-refused with a message naming the file and the reason, recorded in `meta.source_files` and in the
-run's results, and the build stops (`on_bad_file: fail`, the default) or goes on without them
-(`on_bad_file: skip`) to exactly the tables a tree without those files gives.
+"""Source files the build cannot use (zero bytes, truncated, corrupt, a copy of another part file,
+one file listed in two subsets, data the engine cannot decode): refused with a message naming the
+file and the reason, recorded in `meta.source_files` and in the run's results, and the build stops
+(`on_bad_file: fail`, the default) or goes on without them (`on_bad_file: skip`) to exactly the
+tables a tree without those files gives.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from etl.cli import main
+from etl.ingest.storage import read_footer
 from etl.project.project import load_project
 from helpers import assert_same_rows, committed, one_line, read_delta, runs, table_dir, write_planted_config
 from planted import write_planted_sources
@@ -49,6 +53,47 @@ def duplicate_part(sources):
 
 BAD_FILES = {"zero_bytes": zero_bytes, "truncated": truncated, "corrupt_footer": corrupt_footer,
              "duplicate_part": duplicate_part}
+
+
+# Files whose footer reads but whose data the engine cannot decode: found only when the engine reads them.
+
+def corrupt_page(sources):
+    """A base part whose TEXT pages are damaged in the middle (the footer is intact)."""
+    path = sources / "laion2B-en/part-00009.parquet"
+    rows = 2000
+    pq.write_table(pa.table({
+        "SAMPLE_ID": list(range(rows)), "URL": [f"http://bad-files.example/{i}.jpg" for i in range(rows)],
+        "TEXT": [f"caption {i}" for i in range(rows)], "HEIGHT": [1] * rows, "WIDTH": [2] * rows,
+        "LICENSE": ["?"] * rows, "NSFW": ["UNLIKELY"] * rows, "similarity": [i / rows for i in range(rows)]}),
+        path, data_page_size=4096)
+    text = pq.ParquetFile(path).metadata.row_group(0).column(2)
+    damaged = bytearray(path.read_bytes())
+    middle = text.dictionary_page_offset + text.total_compressed_size // 2
+    damaged[middle:middle + 32] = bytes(b ^ 0xFF for b in damaged[middle:middle + 32])
+    path.write_bytes(bytes(damaged))
+    return path, "column TEXT cannot be decoded (Corrupt snappy compressed data.)"
+
+
+def invalid_utf8_string(sources, similarity=(0.25, 0.5)):
+    """A base part whose string column TEXT holds bytes that are not UTF-8 (written unchecked, as some writers do)."""
+    path = sources / "laion2B-en/part-00009.parquet"
+    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)
+    pq.write_table(pa.table({
+        "SAMPLE_ID": [50, 51], "URL": ["http://bad-files.example/a.jpg", "http://bad-files.example/b.jpg"],
+        "TEXT": texts, "HEIGHT": [1, 2], "WIDTH": [3, 4], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY"] * 2,
+        "similarity": list(similarity)}), path)
+    return path, "string column TEXT holds bytes that are not valid UTF-8"
+
+
+def invalid_utf8_string_read_by_pyarrow(sources):
+    """The same, with a constant float column: the file takes the pyarrow detour (Sail's NaN defect)."""
+    path, reason = invalid_utf8_string(sources, similarity=(0.5, 0.5))
+    assert read_footer(str(path)).constant_float_columns == ("similarity",)
+    return path, reason
+
+
+UNDECODABLE_FILES = {"corrupt_page": corrupt_page, "invalid_utf8_string": invalid_utf8_string,
+                     "invalid_utf8_string_read_by_pyarrow": invalid_utf8_string_read_by_pyarrow}
 
 
 def config_for(root, warehouse, policy):
@@ -135,3 +180,59 @@ def test_an_unreachable_store_fails_the_run_instead_of_refusing_the_file(tmp_pat
     monkeypatch.setattr(sources, "read_footer", unreachable)
     with pytest.raises(SourceError, match=r"part-00000\.parquet: cannot be read \(.*HTTP status 503"):
         resolve_files("base", "laion2B-en", (str(tmp_path / "sources/laion2B-en/*.parquet"),))
+
+
+def test_a_file_listed_in_two_subsets_is_refused_naming_both(tmp_path, run_cli):
+    write_planted_sources(tmp_path / "sources")
+    shared = tmp_path / "sources" / BASE_PART
+    config = config_for(tmp_path, tmp_path / "warehouse", "skip")
+    nolang_base = f"base: {tmp_path}/sources/laion1B-nolang/*.parquet"
+    config.write_text(config.read_text().replace(nolang_base, f"base: [{tmp_path}/sources/laion1B-nolang/*.parquet, "
+                                                              f"{shared}]"))
+
+    code, out, _ = run_cli("build", "--config", str(config), "--dry-run")
+
+    assert code == 0
+    refused = [line.strip() for line in out.splitlines() if "refused (skip)" in line]
+    assert refused == [f"refused (skip): {shared}: listed in two subsets, laion2B-en and laion1B-nolang: "
+                       f"its rows would be read into both"]
+
+
+@pytest.mark.parametrize("bad", sorted(UNDECODABLE_FILES))
+def test_a_file_the_engine_cannot_decode_is_skipped_under_skip_and_the_rest_is_built(tmp_path, run_cli, caplog, bad):
+    write_planted_sources(tmp_path / "sources")
+    clean_build = tmp_path / "clean"
+    assert main(["-q", "build", "--config", str(config_for(tmp_path, clean_build, "fail"))]) == 0
+    path, reason = UNDECODABLE_FILES[bad](tmp_path / "sources")
+    warehouse = tmp_path / "warehouse"
+
+    code, _, err = run_cli("build", "--config", str(config_for(tmp_path, warehouse, "skip")))
+
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(path) in w and reason in w for w in warnings), warnings
+    for name in TABLES:
+        assert_same_rows(read_delta(table_dir(warehouse, name)), read_delta(table_dir(clean_build, name)))
+    refused = [r for r in read_delta(warehouse / "meta/source_files").to_pylist() if r["status"] == "refused"]
+    assert [(r["path"], r["table_name"]) for r in refused] == [(str(path), "ods_laion_base")]
+    assert reason in refused[0]["reason"]
+    results = [r for r in read_delta(warehouse / "meta/dq_results").to_pylist() if r["rule_id"] == "source_files_readable"]
+    assert [(r["table_name"], r["status"]) for r in results] == [("ods_laion_base", "warn")]
+    assert runs(warehouse)[-1]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("bad", sorted(UNDECODABLE_FILES))
+def test_a_file_the_engine_cannot_decode_stops_the_build_under_fail_naming_file_and_column(tmp_path, run_cli, bad):
+    write_planted_sources(tmp_path / "sources")
+    path, reason = UNDECODABLE_FILES[bad](tmp_path / "sources")
+    warehouse = tmp_path / "warehouse"
+
+    code, _, err = run_cli("build", "--config", str(config_for(tmp_path, warehouse, "fail")))
+
+    assert code == 1
+    assert one_line(err).startswith(f"laion-etl: failed: {path}: {reason}")
+    assert not committed(warehouse, "ods_laion_base")
+    refused = [r for r in read_delta(warehouse / "meta/source_files").to_pylist() if r["status"] == "refused"]
+    assert [(r["path"], r["table_name"]) for r in refused] == [(str(path), "ods_laion_base")]
+    run = runs(warehouse)[-1]
+    assert run["status"] == "failed" and str(path) in run["message"]

@@ -16,6 +16,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -337,6 +338,84 @@ def test_hash_as_string_is_kept_as_the_source_hash_and_junk_is_quarantined(plant
     planted.assert_wide(*(wide_row(samples[i], i) for i in (0, 1, 3)))
 
 
+# --- Arrow types the engine does not take as they are: dictionaries, large strings, unsigned ints --
+
+def test_dictionary_encoded_and_large_string_columns_are_read(planted, run_cli):
+    samples = [sample(1), sample(2)]
+    path = planted.plant("laion2B-en-joined", joined_table(samples, {
+        "URL": pa.array([s[0] for s in samples]).dictionary_encode(),
+        "TEXT": pa.array([s[1] for s in samples], pa.large_string()),
+        "LANGUAGE": pa.array(["de", "de"], pa.large_string()).dictionary_encode()}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    assert planted.quarantined("joined") == []
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide(wide_row(samples[0], 0, language="de"), wide_row(samples[1], 1, language="de"))
+
+
+def test_every_file_with_a_dictionary_encoded_url_is_read(planted, run_cli):
+    for folder in FAMILY_FOLDERS["joined"]:
+        path = planted.sources / folder / "part-00000.parquet"
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(table.schema.get_field_index("URL"), "URL",
+                                        table.column("URL").dictionary_encode()), path)
+
+    build_ok(planted, run_cli)
+
+    assert planted.quarantined("joined") == []
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide()
+
+
+@pytest.mark.parametrize("reader", ["engine", "pyarrow"])
+def test_unsigned_integers_convert_when_they_fit_and_the_rest_is_quarantined(planted, run_cli, reader):
+    samples = [sample(n) for n in range(1, 5)]
+    columns = {"hash": pa.array([7, 2**64 - 1, 8, 9], pa.uint64()),
+               "WIDTH": pa.array([100, 101, 2**32 - 1, 103], pa.uint32()),
+               "HEIGHT": pa.array([200, 201, 202, 203], pa.uint16())}
+    if reader == "pyarrow":
+        columns["similarity"] = [0.5] * 4
+    path = planted.plant("laion2B-en-joined", joined_table(samples, columns))
+    assert bool(read_footer(str(path)).constant_float_columns) == (reader == "pyarrow")
+
+    code, _, err = planted.build(run_cli)
+
+    assert code == 0, err
+    kept = {url: (r["source_hash"], r["width"], r["height"]) for url, r in planted.planted_rows("joined").items()}
+    assert kept == {samples[0][0]: (7, 100, 200), samples[3][0]: (9, 103, 203)}
+    assert planted.reasons("joined") == {(PLANTED_NAME, "source_hash (column hash) is not a valid bigint"): 1,
+                                         (PLANTED_NAME, "width is not a valid int"): 1}
+    originals = sorted((json.loads(r["original_values"])["hash"], json.loads(r["original_values"])["WIDTH"])
+                       for r in planted.quarantined("joined"))
+    assert originals == [(8, 2**32 - 1), (2**64 - 1, 101)]  # the values as the file holds them
+    planted.assert_rows_add_up("joined")
+    similarity = {"similarity": 0.5} if reader == "pyarrow" else {}
+    planted.assert_wide(wide_row(samples[0], 0, width=100, height=200, **similarity),
+                        wide_row(samples[3], 3, width=103, height=203, **similarity))
+
+
+def test_integers_out_of_range_or_fractional_decimals_are_quarantined_naming_the_column(planted, run_cli):
+    samples = [sample(n) for n in range(1, 6)]
+    path = planted.plant("laion2B-en-joined", joined_table(samples, {
+        "WIDTH": [100, 2**40, 102, 103, 104],
+        "HEIGHT": pa.array([Decimal(200), Decimal(201), Decimal(10**20), Decimal(203), Decimal("204.5")],
+                           pa.decimal128(25, 1)),
+        "hash": ["7", "8", "9", "99999999999999999999", "11"]}))
+    assert_engine_reads(path)
+
+    build_ok(planted, run_cli)
+
+    kept = {url: (r["width"], r["height"], r["source_hash"]) for url, r in planted.planted_rows("joined").items()}
+    assert kept == {samples[0][0]: (100, 200, 7)}
+    assert planted.reasons("joined") == {(PLANTED_NAME, "width is not a valid int"): 1,
+                                         (PLANTED_NAME, "height is not a valid int"): 2,
+                                         (PLANTED_NAME, "source_hash (column hash) is not a valid bigint"): 1}
+    planted.assert_rows_add_up("joined")
+    planted.assert_wide(wide_row(samples[0], 0, width=100, height=200))
+
+
 # --- text that is not UTF-8, long text ------------------------------------------------------------
 
 def test_text_as_bytes_is_decoded_and_bytes_that_are_not_utf8_are_quarantined(planted, run_cli):
@@ -420,14 +499,14 @@ def test_a_corrupt_data_page_fails_the_build_naming_the_file(planted, run_cli):
         path, data_page_size=4096)
     text_chunk = pq.ParquetFile(path).metadata.row_group(0).column(2)
     damaged = bytearray(path.read_bytes())
-    middle = text_chunk.data_page_offset + text_chunk.total_compressed_size // 2
+    middle = (text_chunk.dictionary_page_offset or text_chunk.data_page_offset) + text_chunk.total_compressed_size // 2
     damaged[middle:middle + 32] = bytes(b ^ 0xFF for b in damaged[middle:middle + 32])
     path.write_bytes(bytes(damaged))  # the footer still reads: only a page in the middle is broken
     assert read_footer(str(path)).num_rows == rows
 
     code, _, err = planted.build(run_cli)
 
-    message = f"{path}: cannot be decoded (Corrupt snappy compressed data.)"
+    message = f"{path}: column TEXT cannot be decoded (Corrupt snappy compressed data.)"
     assert_one_line_failure(code, err, f"laion-etl: failed: {message}")
     run = runs(planted.warehouse)[-1]
     assert (run["status"], run["message"]) == ("failed", message)

@@ -15,20 +15,21 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 from pyspark.sql import functions as F
 
 from etl.build.inputs import WHOLE_TABLE
 from etl.build.plan import BuildPlan
 from etl.engine.session import engine_step
-from etl.ingest.sources import SourceError
+from etl.ingest.sources import RefusedFile, SourceError, SourceFile, UndecodableFileError, explain_read_failure
 from etl.progress import step
 from etl.project.config import Config
 from etl.project.contracts import ContractError
 from etl.project.project import Project
 from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
+from etl.build.views import SOURCE_VIEW_PREFIX
 from etl.quality.validation import Validator, histograms
 from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
 from etl.warehouse.store import table_store
@@ -92,6 +93,7 @@ def register_existing_tables(spark, project: Project, config: Config) -> list[Ta
 def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
     config = plan.config
     spark.conf.set("spark.sql.shuffle.partitions", str(plan.shuffle_partitions))
+    _set_aside_broken_tables(plan)
     register_existing_tables(spark, plan.project, config)
     known = plan.project.tables_by_name
     _apply_bad_file_policy(spark, plan, state)
@@ -106,25 +108,21 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         if outside_edit:
             log.warning("[%s] %s: %s: rebuilding all of it", table.layer, table.name, outside_edit)
         subsets = None if keys == (WHOLE_TABLE,) else keys
-        with engine_step(f"{table.name}: reading its inputs"):
-            quarantine = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
-        rows_in = plan.input_rows(table, subsets)
-        if rows_in is None and table.driving_table:
-            rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
         with step(f"[{table.layer}] {table.name} <- {plan.describe_inputs(table, subsets)}") as timer:
-            with _naming(table, config), engine_step(f"{table.name}: quarantine and query"):
-                quarantined = (_write_quarantine(spark, plan, table, quarantine, state.run_id, subsets)
-                               if quarantine else None)
-                df = _select(spark, table)
+            with _naming(table, config):
                 rollback = table_store(config).rollback_point(table.path(config))
             # From the write until the table is published, whatever stops the build (a broken
             # `fail` rule, checks that crash, the engine failing, an interrupt) must not leave the
             # new, unchecked version current.
+            written = None
             try:
-                with engine_step(f"{table.name}: writing"):
-                    written = _write(spark, plan, table, df, state.run_id, subsets)
+                with _naming(table, config):
+                    quarantined, written = _write_decodable_rows(spark, plan, table, state, subsets)
                 with engine_step(f"{table.name}: checks"):
                     quality = _validate(spark, plan, table, state, written.version)
+                rows_in = plan.input_rows(table, subsets)  # after the write: it may have refused a file
+                if rows_in is None and table.driving_table:
+                    rows_in = table_store(config).rows(spark, known[table.driving_table].path(config), subsets)
                 state.steps.append(StepResult(
                     table=table.name, layer=table.layer, rows_in=rows_in, rows_out=written.rows_written,
                     quarantined=quarantined, version=written.version, seconds=timer.elapsed(),
@@ -134,6 +132,8 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
                 if broken:
                     raise GateError(_broken_rules_message(table.name, broken))
             except BaseException as exc:
+                if written is None and isinstance(exc, (ContractError, SourceError)):
+                    raise  # refused before anything was written (a contract break, a bad file): nothing to undo
                 kept = _roll_back(spark, config, table, rollback, state)
                 if not isinstance(exc, Exception):
                     raise  # an interrupt goes on as it is, once the table is back
@@ -145,6 +145,14 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         _record_inputs(spark, plan, table, keys, state.run_id, written.version)
         if state.on_publish:
             state.on_publish()
+
+
+def _set_aside_broken_tables(plan: BuildPlan) -> None:
+    """Move the tables whose log cannot be read out of the way (--force), under the warehouse lock."""
+    for name, path in plan.broken.items():
+        aside = table_store(plan.config).set_aside(path)
+        log.warning("%s: its Delta log cannot be read; moved it to %s and rebuilding %s from scratch", path, aside,
+                    name)
 
 
 @contextmanager
@@ -171,31 +179,76 @@ def _apply_bad_file_policy(spark, plan: BuildPlan, state: BuildState) -> None:
     refused = plan.all_refused
     if not refused:
         return
-    policy = plan.config.on_bad_file
     for table in plan.tables:
-        files = [f for view in plan.views_of(table) for f in view.refused_files(None)]
-        if not files:
-            continue
-        rule = refused_files_rule(table.name, files, FAIL if policy == "fail" else WARN)
-        state.refusals[table.name] = rule
-        if policy == "fail":
-            append_source_files(spark, plan.project, plan.config, state.run_id, table.name, [], files, None)
-            state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
-                                              published=False, rules=[rule]))
+        _note_refusals(spark, plan, state, table)
     for file in refused:
-        log.warning("refused %s (on_bad_file: %s)", file.message, policy)
-    if policy == "fail":
+        log.warning("refused %s (on_bad_file: %s)", file.message, plan.config.on_bad_file)
+    if plan.config.on_bad_file == "fail":
         raise BuildError(f"{plan.refusal_message()}; on_bad_file is fail, so nothing was built "
                          f"(fix or remove the files, or set on_bad_file: skip to build without them)")
+
+
+def _note_refusals(spark, plan: BuildPlan, state: BuildState, table: Table) -> None:
+    """The table's refused source files as its `source_files_readable` result; under `fail` also
+    recorded now in meta.source_files, as no table version will record them."""
+    files = _refused_files(plan, table, None)
+    if not files:
+        return
+    failing = plan.config.on_bad_file == "fail"
+    rule = refused_files_rule(table.name, files, FAIL if failing else WARN)
+    state.refusals[table.name] = rule
+    if failing:
+        append_source_files(spark, plan.project, plan.config, state.run_id, table.name, [], files, None)
+        state.quality.append(TableQuality(table=table.name, layer=table.layer, version=None, rows=0,
+                                          published=False, rules=[rule]))
+
+
+def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildState,
+                          subsets: Optional[tuple[str, ...]]):
+    """Bind the table's input views, replace its quarantined rows and write it: (rows quarantined, WriteResult).
+
+    A source file whose footer reads but whose data the engine cannot decode shows only now, as
+    an engine error naming no file; `explain_read_failure` finds it with pyarrow. It is then
+    refused like the files refused at plan time: under `on_bad_file: fail` the build stops naming
+    it, under `skip` the table is written again without it (a write that failed committed nothing).
+    """
+    while True:
+        try:
+            with engine_step(f"{table.name}: reading its inputs"):
+                rejected = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
+            with engine_step(f"{table.name}: quarantine and query"):
+                quarantined = (_write_quarantine(spark, plan, table, rejected, state.run_id, subsets)
+                               if rejected else None)
+                df = _select(spark, table)
+            with engine_step(f"{table.name}: writing"):
+                return quarantined, _write(spark, plan, table, df, state.run_id, subsets)
+        except (ContractError, SourceError):
+            raise
+        except Exception as exc:
+            explained = explain_read_failure(exc, _read_files(plan, table, subsets))
+            if not isinstance(explained, UndecodableFileError):
+                raise
+            plan.views[SOURCE_VIEW_PREFIX + explained.source.family].refuse(explained.source, explained.reason)
+            log.warning("refused %s (on_bad_file: %s)", explained, plan.config.on_bad_file)
+            _note_refusals(spark, plan, state, table)
+            if plan.config.on_bad_file == "fail":
+                raise explained from exc
+
+
+def _read_files(plan: BuildPlan, table: Table, subsets: Optional[Sequence[str]]) -> list[SourceFile]:
+    return [f for view in plan.views_of(table) for f in view.read_files(subsets)]
+
+
+def _refused_files(plan: BuildPlan, table: Table, subsets: Optional[Sequence[str]]) -> list[RefusedFile]:
+    return [f for view in plan.views_of(table) for f in view.refused_files(subsets)]
 
 
 def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], run_id: str,
                    version: Optional[int]) -> None:
     """After publishing: which source files this version was built from, and each partition's signature."""
     subsets = None if keys == (WHOLE_TABLE,) else keys
-    files = [f for view in plan.views_of(table) for f in view.read_files(subsets)]
-    refused = [f for view in plan.views_of(table) for f in view.refused_files(subsets)]
-    append_source_files(spark, plan.project, plan.config, run_id, table.name, files, refused, version)
+    append_source_files(spark, plan.project, plan.config, run_id, table.name, _read_files(plan, table, subsets),
+                        _refused_files(plan, table, subsets), version)
     signatures = {key: plan.signatures[(table.name, key)] for key in keys}
     append_table_inputs(spark, plan.project, plan.config, run_id, table.name, signatures, version,
                         datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -19,7 +19,7 @@ from etl.project.config import Config, ConfigError
 from etl.project.project import Project
 from etl.project.tables import LAYERS, Table
 from etl.warehouse.meta import recorded_signatures
-from etl.warehouse.store import table_store
+from etl.warehouse.store import BrokenTableError, table_store
 
 # Bytes of (compressed parquet) input per shuffle partition when the config says `auto`: big
 # enough that a cluster run gets thousands of partitions, not hundreds of thousands.
@@ -41,6 +41,8 @@ class BuildPlan:
     rebuild: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> partitions this build redoes
     # table -> the version the last build published, for tables changed since outside the pipeline
     changed_outside: dict[str, int] = field(default_factory=dict)
+    # table -> path of a table whose log cannot be read: moved aside and rebuilt from scratch (--force only)
+    broken: dict[str, str] = field(default_factory=dict)
 
     def views_of(self, table: Table) -> list[InputView]:
         """The input views `table` reads that the framework provides (in name order)."""
@@ -138,9 +140,23 @@ def make_plan(project: Project, config: Config, layers: Optional[Sequence[str]] 
     plan.changed_outside = changed_outside_pipeline(config, [*tables, *read])
     _refuse_partial_repair(plan)
     for table in tables:
-        whole = not table_store(config).exists(table.path(config)) or plan.outside_edit(table) is not None
+        whole = not _present(plan, table) or plan.outside_edit(table) is not None
         plan.rebuild[table.name] = partitions_to_build(plan, table, plan.signatures, plan.recorded, whole)
     return plan
+
+
+def _present(plan: BuildPlan, table: Table) -> bool:
+    """Whether `table` exists; one that cannot be read is absent under --force (noted in
+    `plan.broken`), else the build stops naming it."""
+    path = table.path(plan.config)
+    try:
+        return table_store(plan.config).exists(path)
+    except BrokenTableError as exc:
+        if not plan.force:
+            raise BrokenTableError(f"{table.name}: {exc}; `laion-etl build --force` rebuilds it from scratch, "
+                                   "moving the broken folder aside") from exc
+        plan.broken[table.name] = path
+        return False
 
 
 def _refuse_partial_repair(plan: BuildPlan) -> None:

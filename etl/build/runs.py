@@ -22,7 +22,6 @@ from etl.build.interrupts import RunInterrupted, interruptible, interruption
 from etl.build.materialise import BuildState, StepResult, register_existing_tables, run_build
 from etl.build.plan import BuildPlan
 from etl.engine.session import abort_engine, engine_stalled, open_session
-from etl.ingest.sources import explain_read_failure
 from etl.project.config import Config
 from etl.project.project import Project
 from etl.quality.report import write_report
@@ -83,7 +82,7 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
                 raise interruption(exc) from exc
             if engine_stalled():  # the engine is gone: no results or report to write, only the run's row
                 raise
-            error = explain_read_failure(exc, plan.read_files)  # Sail's decoding errors name no file
+            error = exc
         record.published, record.rolled_back = state.published, state.rolled_back
         record.quarantined_rows = state.quarantined_rows
         outcome = _finish(spark, plan.project, config, record, state.quality, error)

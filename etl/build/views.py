@@ -83,17 +83,29 @@ class SourceFamilyView(InputView):
         self.refused: list[RefusedFile] = []
 
     def resolve(self) -> None:
-        seen: dict[str, str] = {}  # fingerprint -> path, across subsets: a copied part file is refused anywhere
+        seen: dict[str, SourceFile] = {}  # by fingerprint, across subsets: a copied part file is refused anywhere
         for sources in self.config.sources:
             if sources.name not in self.planned_subsets:
                 continue
             resolved = resolve_files(self.family.name, sources.name, sources.globs(self.family.name),
                                      ranked=self.family.ranked, seen=seen)
-            if resolved.refused and not resolved.files and self.family.required:
-                raise SourceError(f"sources.{sources.name}.{self.family.name}: every file was refused, nothing to "
-                                  "build from: " + "; ".join(f.message for f in resolved.refused[:3]))
             self.files.extend(resolved.files)
             self.refused.extend(resolved.refused)
+            self._require_a_file(sources.name)
+
+    def refuse(self, source: SourceFile, reason: str) -> None:
+        """Stop reading a file found unusable only when the engine read it (see `resolve`)."""
+        self.files.remove(source)
+        self.refused.append(RefusedFile(source.family, source.subset, source.path, reason, source.footer.size,
+                                        source.footer.modified_ns))
+        self._require_a_file(source.subset)
+
+    def _require_a_file(self, subset: str) -> None:
+        """A required family must keep a file in every subset, whatever `on_bad_file` says."""
+        if self.family.required and not self.read_files((subset,)):
+            refused = self.refused_files((subset,))
+            raise SourceError(f"sources.{subset}.{self.family.name}: every file was refused, nothing to "
+                              "build from: " + "; ".join(f.message for f in refused[:3]))
 
     def read_files(self, subsets: Optional[Sequence[str]]) -> list[SourceFile]:
         return [f for f in self.files if _covers(subsets, f.subset)]

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
+from etl.engine.paths import EnginePaths, use_aliases
 from etl.engine.sail_server import SailServerProcess
 from etl.engine.stall_watchdog import StallWatchdog
 from etl.project.tables import DATABASE
@@ -119,6 +120,7 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
     global _watchdog, _abort
     engine = "spark" if submitted else config.engine
     server = None
+    aliases = None
     if engine != "spark":
         keep_release_pool_usable()
     # The engine's object store reads its S3 settings from the environment: set before it starts.
@@ -134,6 +136,8 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
             _watchdog = StallWatchdog(lambda: time.process_time() + (server.cpu_seconds() or 0.0), server.kill,
                                       config.engine_stall_seconds, on_stuck=_exit_stuck)
             _abort = server.kill
+            aliases = EnginePaths()  # Sail misplaces local paths that need URL encoding
+            use_aliases(aliases)
         elif engine == "spark":
             spark = _jvm_session(config, submitted)
             _abort = spark.sparkContext.cancelAllJobs
@@ -159,6 +163,9 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
             _stop_within(spark, SESSION_STOP_SECONDS)
             if server is not None:
                 server.stop()
+            if aliases is not None:
+                use_aliases(None)
+                aliases.close()
 
 
 def _exit_stuck(reason: str) -> None:

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from etl.project.config import Config
 from etl.export.destination import (MANIFEST, SHARDS_DIR, STAGING_DONE, SUCCESS, check_out, claim, discard_staging,
                                     staging_root)
+from etl.engine.paths import engine_path
 from etl.export.filters import ResolvedFilter
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
@@ -156,7 +157,7 @@ def _stage(spark, config: Config, source: dict, request: ExportRequest, staging:
     (numbered.repartition(shard_count, SHARD_COLUMN)
      .sortWithinPartitions(SHARD_COLUMN, "_index")
      .drop("_bucket", "_offset", "_index", "_hash")
-     .write.partitionBy(SHARD_COLUMN).parquet(str(staging)))
+     .write.partitionBy(SHARD_COLUMN).parquet(engine_path(str(staging))))
     (staging / STAGING_DONE).write_text(json.dumps({"rows": total, "shards": shard_count}))
 
 

@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_type
 
+from etl.engine.paths import engine_path
 from etl.ingest.storage import ParquetFooter, expand_glob, file_stat, filesystem, read_footer, read_table
 from etl.project.families import Family, SourceColumn
 
@@ -34,6 +36,14 @@ class SourceError(RuntimeError):
 
 class MissingInputError(SourceError):
     """A configured input that does not exist (a usage problem: exit code 2)."""
+
+
+class UndecodableFileError(SourceError):
+    """A source file whose footer reads but whose data the engine cannot decode: found only by reading it."""
+
+    def __init__(self, source: SourceFile, reason: str) -> None:
+        super().__init__(f"{source.path}: {reason}")
+        self.source, self.reason = source, reason
 
 
 _INTEGRAL = {"int", "bigint"}
@@ -77,11 +87,12 @@ class ResolvedFiles:
 
 
 def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool = False,
-                  seen: Optional[dict[str, str]] = None) -> ResolvedFiles:
+                  seen: Optional[dict[str, SourceFile]] = None) -> ResolvedFiles:
     """Expand globs into files with their footers; a glob matching nothing is an error.
 
     Files that cannot be used (unreadable, zero bytes, a byte-for-byte copy of a file already
-    seen, per `seen`: fingerprint -> path) are returned as refused, for the caller's policy.
+    seen, per `seen`: fingerprint -> the file first listed) are returned as refused, for the
+    caller's policy.
     """
     seen = {} if seen is None else seen
     resolved = ResolvedFiles([], [])
@@ -92,20 +103,30 @@ def resolve_files(family: str, subset: str, globs: tuple[str, ...], ranked: bool
         for path in paths:
             footer, problem = _footer(path)
             if problem is None and footer.fingerprint in seen:
-                problem = f"duplicate of {seen[footer.fingerprint]} (same size and footer): its rows would be read twice"
+                problem = _listed_before(seen[footer.fingerprint], path, subset)
             if problem is not None:
                 size, modified_ns = file_stat(path)
                 resolved.refused.append(RefusedFile(family, subset, path, problem, size, modified_ns))
                 continue
-            seen[footer.fingerprint] = path
-            resolved.files.append(SourceFile(
+            source = SourceFile(
                 family=family,
                 subset=subset,
                 footer=footer,
                 source_rank=rank if ranked else 0,
                 source_name=_source_name(pattern) if ranked else "",
-            ))
+            )
+            seen[footer.fingerprint] = source
+            resolved.files.append(source)
     return resolved
+
+
+def _listed_before(first: SourceFile, path: str, subset: str) -> str:
+    """Why `path` is refused when a file with its fingerprint, `first`, is already read."""
+    if first.path != path:
+        return f"duplicate of {first.path} (same size and footer): its rows would be read twice"
+    if first.subset != subset:
+        return f"listed in two subsets, {first.subset} and {subset}: its rows would be read into both"
+    return f"matched by two globs of sources.{subset}.{first.family}: its rows would be read twice"
 
 
 def _footer(path: str) -> tuple[Optional[ParquetFooter], Optional[str]]:
@@ -176,9 +197,10 @@ def rejected_rows(family_rows: DataFrame) -> DataFrame:
 
 def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
     columns = family.columns
-    by_lower = {field.name.lower(): field for field in source.footer.schema}
+    schema = _engine_schema(source.footer.schema)
+    by_lower = {field.name.lower(): field for field in schema}
     raw = _load(spark, source, columns, by_lower)
-    file_problem = _file_problem(source.footer.schema, by_lower, columns)
+    file_problem = _file_problem(schema, by_lower, columns)
     if file_problem:
         log.warning("%s: %s; its %d rows go to quarantine", source.path, file_problem, source.footer.num_rows)
         selected = [F.lit(None).cast(c.type).alias(c.name) for c in columns]
@@ -209,7 +231,8 @@ def read_source_file(spark, family: Family, source: SourceFile) -> DataFrame:
 
 
 def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower: dict[str, pa.Field]) -> DataFrame:
-    """The file as a DataFrame; through pyarrow where the engine's reader could corrupt NaNs.
+    """The file as a DataFrame with the columns of `_engine_schema`; through pyarrow where the
+    engine's reader could corrupt NaNs.
 
     Sail 0.7.2 reads a float column whose parquet statistics say min == max as that constant,
     so a NaN beside one repeated value silently becomes the value. Such files (rare outside
@@ -218,15 +241,45 @@ def _load(spark, source: SourceFile, columns: tuple[SourceColumn, ...], by_lower
     """
     used = {f.name for f in filter(None, (_find_field(by_lower, c) for c in columns))}
     if not used & set(source.footer.constant_float_columns):
-        return spark.read.parquet(source.path)
+        return _decode_dictionaries(spark.read.parquet(engine_path(source.path)), source.footer.schema)
     log.info("%s: float statistics with min == max; reading it through pyarrow", source.path)
     table = read_table(source.path)
     # pyarrow does not check UTF-8 when decoding and the engine refuses such data with an error
     # that names no file; the engine's own reader fails on it too, so this path fails the same way.
     problem = _invalid_utf8_column(table)
     if problem:
-        raise SourceError(f"{source.path}: {problem}")
-    return spark.createDataFrame(table)
+        raise UndecodableFileError(source, problem)
+    return spark.createDataFrame(table.cast(_engine_schema(table.schema)))
+
+
+# Unsigned integers have no Spark type: each becomes the narrowest signed type holding all its values.
+_SIGNED_HOLDING_UNSIGNED = {8: pa.int16(), 16: pa.int32(), 32: pa.int64(), 64: pa.decimal128(20, 0)}
+
+
+def _engine_type(kind: pa.DataType) -> pa.DataType:
+    """The Arrow type a Spark engine takes a column of `kind` as, every value kept.
+
+    Sail cannot hand a dictionary-encoded column to anything that needs its Spark type (`to_json`,
+    the client's schema), and pyspark refuses unsigned Arrow integers; both are decoded here
+    to plain types, and the family's casts then decide value by value what fits.
+    """
+    if pat.is_dictionary(kind):
+        return _engine_type(kind.value_type)
+    if pat.is_unsigned_integer(kind):
+        return _SIGNED_HOLDING_UNSIGNED[kind.bit_width]
+    return kind
+
+
+def _engine_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([field.with_type(_engine_type(field.type)) for field in schema], metadata=schema.metadata)
+
+
+def _decode_dictionaries(frame: DataFrame, schema: pa.Schema) -> DataFrame:
+    """The engine's own read with its dictionary-encoded columns cast to their values' type
+    (unsigned integers need nothing: the engine casts them value by value)."""
+    decoded = {field.name: F.col(f"`{field.name}`").cast(from_arrow_type(_engine_type(field.type)).simpleString())
+               for field in schema if pat.is_dictionary(field.type)}
+    return frame.withColumns(decoded) if decoded else frame
 
 
 def _file_problem(schema: pa.Schema, by_lower: dict[str, pa.Field],
@@ -247,11 +300,11 @@ def _file_problem(schema: pa.Schema, by_lower: dict[str, pa.Field],
 
 
 def _castable(source: pa.DataType, target: str) -> bool:
-    if pat.is_nested(source) or pat.is_dictionary(source):
+    if pat.is_nested(source):
         return False
     if target == "string":
         return True
-    return pat.is_integer(source) or pat.is_floating(source) or pat.is_boolean(source) \
+    return pat.is_integer(source) or pat.is_floating(source) or pat.is_decimal(source) or pat.is_boolean(source) \
         or _is_text(source) or pat.is_null(source)
 
 
@@ -282,6 +335,8 @@ def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn) -> tuple[Co
         raw = convertible = F.nanvl(raw, F.lit(None))
         if column.type in _INTEGRAL:
             convertible = F.when(raw % 1 == 0, raw)
+    elif pat.is_decimal(field.type) and column.type in _INTEGRAL:
+        convertible = F.when(raw % 1 == 0, raw)  # a cast would truncate 640.5 to 640
     elif _is_text(field.type) and column.type != "string":
         trimmed = F.trim(raw)
         raw = F.when(trimmed != "", raw)
@@ -322,8 +377,8 @@ def _find_field(by_lower: dict[str, pa.Field], column: SourceColumn) -> Optional
 
 
 def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> BaseException:
-    """`error`, or, when the engine failed to decode parquet data, a SourceError naming the first
-    source file pyarrow cannot decode either, and why.
+    """`error`, or, when the engine failed to decode parquet data, an UndecodableFileError naming
+    the first source file pyarrow cannot decode either, and why.
 
     Sail's decoding errors name no file ("Parquet argument error: EOF: eof decoding byte array",
     "... encountered non UTF-8 data ..."), so the files are read again, one at a time, to find it.
@@ -335,22 +390,30 @@ def explain_read_failure(error: BaseException, files: Sequence[SourceFile]) -> B
     for source in files:
         problem = _undecodable(source.path)
         if problem:
-            named = SourceError(f"{source.path}: {problem}")
+            named = UndecodableFileError(source, problem)
             named.__cause__ = error
             return named
     return error
 
 
 def _undecodable(path: str) -> Optional[str]:
-    """Why pyarrow cannot decode every page of `path` into valid Arrow data, or None."""
+    """Why pyarrow cannot decode every page of `path` into valid Arrow data (naming the column), or None.
+
+    Column by column, so the reason names the column; reading a row group's columns one at a
+    time costs what reading them together does.
+    """
     fs, inner = filesystem(path)
     try:
         with fs.open_input_file(inner) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                problem = _invalid_utf8_column(parquet.read_row_group(group))
-                if problem:
-                    return problem
+                for name in parquet.schema_arrow.names:
+                    try:
+                        problem = _invalid_utf8_column(parquet.read_row_group(group, columns=[name]))
+                    except (OSError, pa.ArrowException) as exc:
+                        return f"column {name} cannot be decoded ({' '.join(str(exc).split())})"
+                    if problem:
+                        return problem
     except (OSError, pa.ArrowException) as exc:
         return f"cannot be decoded ({' '.join(str(exc).split())})"
     return None

@@ -11,6 +11,10 @@ a replaceWhere predicate are appended instead of refused). Every commit carries 
 its `userMetadata`. Versions, history, row counts and restores go through delta-rs (Sail parses
 no `DESCRIBE HISTORY` or `RESTORE`), so they mean the same whatever engine wrote the table.
 
+A Delta log that cannot be parsed (a commit file cut short) fails naming the table and the file,
+where delta-rs says only `Kernel error: Json error`; `set_aside` moves such a table out of the
+way, never deleting it, for `build --force` to rebuild it from scratch.
+
 Parquet (JVM engine only: Sail's dynamic overwrite replaces the whole table): the named partition
 folders are removed and the new rows appended (dynamic overwrite would keep an emptied
 partition's old rows); there are no versions, so a copy of the files taken before a write
@@ -19,15 +23,20 @@ stands in for the version to restore.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Mapping, Optional, Sequence
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
+from etl.engine.paths import engine_path
 from etl.ingest.storage import exists, filesystem
 from etl.project.config import Config
 from etl.project.contracts import Contract
@@ -35,6 +44,10 @@ from etl.project.tables import DATABASE
 from etl.s3_settings import S3Settings
 
 log = logging.getLogger(__name__)
+
+
+class BrokenTableError(RuntimeError):
+    """A table whose log cannot be read; the message names the table's path and the log file."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class TableStore(ABC):
         """The table's rows, as of `version` when given (else the current version)."""
         if version is not None:
             raise ValueError(f"{path}: a {self.format} table has no versions to read")
-        return spark.read.format(self.format).load(path)
+        return spark.read.format(self.format).load(engine_path(path))
 
     @abstractmethod
     def read_rows(self, path: str, columns: list[str]) -> list[dict]:
@@ -116,12 +129,20 @@ class TableStore(ABC):
     def rollback_point(self, path: str) -> Rollback:
         """Taken before a write that the publish gate may undo."""
 
+    def set_aside(self, path: str) -> str:
+        """Move the (broken) table at `path` to a sibling folder, never deleting it; return where it went."""
+        aside = f"{path.rstrip('/')}.broken-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        fs, inner = filesystem(path)
+        fs.move(inner, filesystem(aside)[1])
+        return aside
+
     def register(self, spark, name: str, path: str, partitioned: bool) -> None:
         """(Re)register `laion.<name>` over the table at `path` in the session catalog."""
         if not self.exists(path):  # e.g. a parquet table whose only write was empty
             spark.sql(f"drop table if exists {DATABASE}.{name}")
             return
-        spark.sql(f"create table if not exists {DATABASE}.{name} using {self.format} location {sql_string(path)}")
+        spark.sql(f"create table if not exists {DATABASE}.{name} using {self.format} "
+                  f"location {sql_string(engine_path(path))}")
         self._refresh(spark, name, partitioned)
 
     def _refresh(self, spark, name: str, partitioned: bool) -> None:
@@ -133,17 +154,32 @@ class DeltaStore(TableStore):
     format = "delta"
 
     def _table(self, path: str):
+        """The table at `path` through delta-rs; a log it cannot parse fails naming the file
+        (delta-rs says only `Kernel error: Json error ...`)."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
-        return DeltaTable(path, storage_options=self._storage_options(path))
+        try:
+            return DeltaTable(path, storage_options=self._storage_options(path))
+        except DeltaError as exc:
+            unreadable = unreadable_log_file(path)
+            if unreadable is None:
+                raise
+            log_file, reason = unreadable
+            raise BrokenTableError(f"the Delta log of {path} is broken: {log_file} cannot be read ({reason})") from exc
 
     def _storage_options(self, path: str) -> Optional[dict[str, str]]:
         return self.s3.delta_storage_options() if path.startswith("s3://") else None
 
     def exists(self, path: str) -> bool:
+        """A Delta log is at `path`; one that cannot be read raises BrokenTableError (delta-rs's own
+        check looks only for a commit file), so every command stops at its first look at the table."""
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(path, storage_options=self._storage_options(path))
+        if not DeltaTable.is_deltatable(path, storage_options=self._storage_options(path)):
+            return False
+        self._table(path)
+        return True
 
     def version(self, path: str) -> Optional[int]:
         return self._table(path).version() if self.exists(path) else None
@@ -155,7 +191,7 @@ class DeltaStore(TableStore):
         reader = spark.read.format(self.format)
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        return reader.load(engine_path(path))
 
     def read_rows(self, path: str, columns: list[str]) -> list[dict]:
         return self._table(path).to_pyarrow_table(columns=columns).to_pylist()
@@ -177,7 +213,7 @@ class DeltaStore(TableStore):
         if run_id:
             writer = writer.option("userMetadata", run_id)
         before = self.version(path)
-        writer.save(path)
+        writer.save(engine_path(path))
         after = self.version(path)
         # Replacing nothing with nothing makes no commit: then no row was written.
         return WriteResult(rows_written=self._rows_written(path) if after != before else 0, version=after)
@@ -191,7 +227,7 @@ class DeltaStore(TableStore):
         writer = df.write.format(self.format).mode("append")
         if run_id:
             writer = writer.option("userMetadata", run_id)
-        writer.save(path)
+        writer.save(engine_path(path))
 
     def upsert_row(self, spark, path, contract, row, key, run_id) -> None:
         import pyarrow as pa
@@ -230,6 +266,55 @@ class DeltaRollback(Rollback):
         return self.previous_version
 
 
+DELTA_LOG = "_delta_log"
+_COMMIT_FILE = re.compile(r"(\d{20})\.json\Z")
+
+
+def unreadable_log_file(path: str) -> Optional[tuple[str, str]]:
+    """The first file of the Delta log at `path` that is not what Delta writes there, and why; None
+    when each parses (or the log cannot be listed: then the failure is the store's, not the log's).
+
+    The files read are the ones a reader needs: `_last_checkpoint` and the commits after it.
+    """
+    fs, inner = filesystem(path)
+    folder = f"{inner.rstrip('/')}/{DELTA_LOG}"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        names = sorted(info.base_name for info in infos if info.type == pafs.FileType.File)
+        since = -1
+        if "_last_checkpoint" in names:
+            try:
+                since = int(json.loads(_read_text(fs, f"{folder}/_last_checkpoint"))["version"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return f"{path.rstrip('/')}/{DELTA_LOG}/_last_checkpoint", f"not a checkpoint pointer: {exc}"
+        for name in names:
+            match = _COMMIT_FILE.match(name)
+            problem = _commit_problem(_read_text(fs, f"{folder}/{name}")) if match and int(match[1]) > since else None
+            if problem:
+                return f"{path.rstrip('/')}/{DELTA_LOG}/{name}", problem
+    except (OSError, pa.ArrowException):
+        return None
+    return None
+
+
+def _read_text(fs: pafs.FileSystem, inner: str) -> str:
+    with fs.open_input_stream(inner) as stream:
+        return stream.read().decode("utf-8", errors="replace")
+
+
+def _commit_problem(text: str) -> Optional[str]:
+    """Why a commit file is not one JSON action per line, or None."""
+    if not text.strip():
+        return "empty commit file"
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except ValueError as exc:
+                return f"line {number}: {exc}"
+    return None
+
+
 class ParquetStore(TableStore):
     format = "parquet"
 
@@ -263,7 +348,7 @@ class ParquetStore(TableStore):
             # would keep its old rows. So: drop the named partitions, then append.
             _delete_partitions(path, replace)
             writer = writer.mode("append")
-        writer.save(path)
+        writer.save(engine_path(path))
         if not self.exists(path):
             return WriteResult(rows_written=0, version=None)
         written = self.read(spark, path)
@@ -272,13 +357,14 @@ class ParquetStore(TableStore):
         return WriteResult(rows_written=written.count(), version=None)
 
     def append(self, df: DataFrame, path: str, run_id: Optional[str] = None) -> None:
-        df.write.format(self.format).mode("append").save(path)
+        df.write.format(self.format).mode("append").save(engine_path(path))
 
     def upsert_row(self, spark, path, contract, row, key, run_id) -> None:
         # The bookkeeping tables are small: rewrite the table whole.
         position = contract.column_names.index(key)
         others = [tuple(r) for r in self.read(spark, path).collect() if r[key] != row[position]]
-        spark.createDataFrame(others + [row], contract.ddl).write.mode("overwrite").format(self.format).save(path)
+        (spark.createDataFrame(others + [row], contract.ddl).write.mode("overwrite").format(self.format)
+         .save(engine_path(path)))
 
     def rollback_point(self, path: str) -> Rollback:
         return ParquetRollback(path)
