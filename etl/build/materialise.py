@@ -222,7 +222,7 @@ def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildStat
                 df = _select(spark, table)
             with engine_step(f"{table.name}: writing"):
                 return quarantined, _write(spark, plan, table, df, state.run_id, subsets)
-        except (ContractError, SourceError):
+        except ContractError:
             raise
         except Exception as exc:
             explained = explain_read_failure(exc, _read_files(plan, table, subsets))

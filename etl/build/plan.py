@@ -137,10 +137,11 @@ def make_plan(project: Project, config: Config, layers: Optional[Sequence[str]] 
     planned = {t.name for t in tables}
     read = [project.tables_by_name[name] for name in sorted({n for t in tables for n in t.upstream_tables} - planned)
             if name in project.tables_by_name]
-    plan.changed_outside = changed_outside_pipeline(config, [*tables, *read])
+    present = {table.name: _present(plan, table) for table in tables}  # first: a broken table is named here
+    plan.changed_outside = changed_outside_pipeline(config, [t for t in [*tables, *read] if t.name not in plan.broken])
     _refuse_partial_repair(plan)
     for table in tables:
-        whole = not _present(plan, table) or plan.outside_edit(table) is not None
+        whole = not present[table.name] or plan.outside_edit(table) is not None
         plan.rebuild[table.name] = partitions_to_build(plan, table, plan.signatures, plan.recorded, whole)
     return plan
 
