@@ -1,9 +1,9 @@
 """Rebuild the LAION wide table (ODS -> DMD -> DMS) as a spark-submit batch job.
 
-On a cluster (Delta: the artifact for Spark 4.0 of the pinned delta-spark 4.4.1):
+On a cluster (Delta: etl/engine/jvm_packages.py names the artifact):
 
     spark-submit --master yarn --deploy-mode client \
-        --packages io.delta:delta-spark_4.0_2.13:4.4.1 \
+        --packages io.delta:delta-spark_2.13:4.0.1 \
         --conf spark.pyspark.python=./laion-env/bin/python \
         --archives laion-env.tar.gz#laion-env \
         --py-files dist/etl.zip \

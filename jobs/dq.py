@@ -3,7 +3,7 @@
 Writes `meta.dq_results`, `meta.runs` and the HTML report; exits 1 when a `fail` rule breaks.
 
     spark-submit --master yarn --deploy-mode client \
-        --packages io.delta:delta-spark_4.0_2.13:4.4.1 \
+        --packages io.delta:delta-spark_2.13:4.0.1 \
         --archives laion-env.tar.gz#laion-env --conf spark.pyspark.python=./laion-env/bin/python \
         --py-files dist/etl.zip \
         jobs/dq.py --config conf/cluster.yaml [--tables dms_laion_wide]

@@ -1,7 +1,7 @@
 """Export filtered wide-table shards for img2dataset, as a spark-submit job.
 
     spark-submit --master yarn --deploy-mode client \
-        --packages io.delta:delta-spark_4.0_2.13:4.4.1 \
+        --packages io.delta:delta-spark_2.13:4.0.1 \
         --archives laion-env.tar.gz#laion-env --conf spark.pyspark.python=./laion-env/bin/python \
         --py-files dist/etl.zip \
         jobs/export.py --config conf/cluster.yaml --preset sd2 --out /data/exports/sd2

@@ -29,6 +29,11 @@ if [ "${1:-}" = "--test" ]; then
       echo "setup: java not found and cannot install it here; the JVM tests will skip (they fail on CI)" >&2
     fi
   fi
+  if command -v java >/dev/null 2>&1; then
+    echo "setup: fetching the JVM engine's jars (delta-spark, hadoop-aws) into Ivy's cache"
+    .venv/bin/python -m etl.engine.jvm_packages >.venv/jvm-packages.log 2>&1 \
+      || { echo "setup: fetching the jars failed; see .venv/jvm-packages.log" >&2; exit 1; }
+  fi
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "setup: installing Chromium (Debian's chromium) for the HTML report test"

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
+from etl.engine.jvm_packages import jvm_packages
 from etl.engine.paths import EnginePaths, use_aliases
 from etl.engine.sail_server import SailServerProcess
 from etl.engine.stall_watchdog import StallWatchdog
@@ -208,8 +209,7 @@ def _jvm_session(config: Config, submitted: bool):
         settings = {**DELTA_EXTENSIONS, **settings}
     for key, value in settings.items():
         builder = builder.config(key, value)
-    if config.format == "delta" and not submitted:
-        from delta import configure_spark_with_delta_pip
-
-        builder = configure_spark_with_delta_pip(builder)
+    packages = jvm_packages(config.format, config.uses_s3)
+    if packages and not submitted:
+        builder = builder.config("spark.jars.packages", ",".join(packages))
     return builder.getOrCreate()

@@ -99,6 +99,12 @@ class Config:
     def table_path(self, layer: str, table: str) -> str:
         return join_uri(self.warehouse, layer, table)
 
+    @property
+    def uses_s3(self) -> bool:
+        """The warehouse, a source or an image folder is on object storage."""
+        paths = [self.warehouse, *self.images, *(g for s in self.sources for gs in s.families.values() for g in gs)]
+        return any(path.startswith("s3://") for path in paths)
+
 
 def join_uri(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
