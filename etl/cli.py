@@ -1,4 +1,4 @@
-"""`laion-etl`: synth, build, sql, dq, export, tables, clip-input, package-zip.
+"""`laion-etl`: synth, build, sql, spark-sql-init, dq, export, tables, clip-input, package-zip.
 
 Exit codes: 0 success, 1 a handled failure (a build step, a broken contract), 2 bad usage,
 bad configuration or a missing input. Errors are one line on stderr naming the problem.
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     clip = commands.add_parser("clip-input", help="clip-retrieval's --input_dataset for an img2dataset folder")
     clip.add_argument("folder", help="img2dataset output folder (webdataset format)")
 
+    shell_init = commands.add_parser("spark-sql-init", help="the init file that makes Spark's spark-sql shell see "
+                                     "every table as laion.<table>, and the spark-sql command line reading it")
+    _add_config(shell_init)
+    shell_init.add_argument("--out", type=Path, help="file to write and print the command line for "
+                            "(default: the statements on stdout)")
+
     tables = commands.add_parser("tables", help="list the tables: name, layer, version, rows, path")
     _add_config(tables)
 
@@ -156,6 +162,8 @@ def _run_command(args, project: Project, config: Config, submitted: bool) -> int
         return _dq(args, project, config, submitted)
     if args.command == "export":
         return _export(args, project, config, submitted)
+    if args.command == "spark-sql-init":
+        return _spark_sql_init(args, project, config)
     return _tables(project, config, submitted)
 
 
@@ -306,6 +314,22 @@ def _sql(args, project: Project, config: Config, submitted: bool) -> int:
             print("\n\n".join(run_statements(spark, args.query, args.limit, roots)))
         else:
             interactive_prompt(spark, args.limit, roots)
+    return EXIT_OK
+
+
+def _spark_sql_init(args, project: Project, config: Config) -> int:
+    import shlex
+
+    from etl.warehouse.spark_sql_shell import init_file_text, present_tables, shell_command
+
+    tables = present_tables(project, config)
+    text = init_file_text(config, tables)
+    if args.out is None:
+        print(text, end="")
+        return EXIT_OK
+    args.out.write_text(text)
+    print(f"wrote {args.out} ({len(tables)} tables); Spark's SQL shell over them:")
+    print(shlex.join(shell_command(config, str(args.out))))
     return EXIT_OK
 
 

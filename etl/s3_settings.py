@@ -1,11 +1,12 @@
 """The one place where the config's `s3` section becomes each S3 client's settings.
 
-Four clients reach object storage, and each wants the same endpoint, retries and timeouts in its
+Five clients reach object storage, and each wants the same endpoint, retries and timeouts in its
 own words: boto3 (exports, the warehouse lock) takes client keyword arguments, pyarrow (planning,
 footers, the image index) takes `S3FileSystem` keyword arguments, delta-rs (versions, history,
-restores) takes `storage_options`, and Sail's Rust object_store reads nothing but the
-environment. `S3Settings` holds the values once and renders them for each; `applied_s3_settings`
-makes them the process's own, which also exports them for the engine.
+restores) takes `storage_options`, Sail's Rust object_store reads nothing but the environment,
+and JVM Spark's Hadoop S3A connector takes `spark.hadoop.fs.s3a.*` settings (`jvm_s3_conf`).
+`S3Settings` holds the values once and renders them for each; `applied_s3_settings` makes them
+the process's own, which also exports them for the engine.
 
 What the user gives outside the config is read here too, and only here: an endpoint from
 `AWS_ENDPOINT_URL` (boto3's name) or `AWS_ENDPOINT` (object_store's, may lack a scheme, then
@@ -104,6 +105,38 @@ class S3Settings:
             options["AWS_REGION"] = self.region
         return options
 
+    def s3a_settings(self) -> dict[str, str]:
+        """For Hadoop's S3A connector (hadoop-aws 3.4), as Hadoop keys.
+
+        `s3://` paths stay `s3://`: the scheme is mapped to S3A, and Delta 4.0 already commits to
+        `s3`, `s3a` and `s3n` through its S3SingleDriverLogStore (one writing driver per table at a
+        time, which the warehouse lock ensures). S3A wraps the SDK's retries in its own: both are
+        held to `max_attempts`, so a request failing throughout is tried at most max_attempts² times.
+        The timeouts are those of connecting and of a response that stops arriving; S3A raises
+        any below 15 s to 15 s. Credentials are S3A's default chain: the AWS variables, read by
+        the JVM itself.
+        """
+        retries = str(self.max_attempts - 1)
+        milliseconds = f"{round(self.timeout_seconds * 1000)}ms"
+        settings = {"fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+                    "fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+                    "fs.s3a.attempts.maximum": retries, "fs.s3a.retry.limit": retries,
+                    "fs.s3a.retry.throttle.limit": retries,
+                    "fs.s3a.connection.establish.timeout": milliseconds, "fs.s3a.connection.timeout": milliseconds}
+        url = self.endpoint_url
+        if url:
+            # An endpoint of one's own (MinIO, SeaweedFS, Ceph) rarely has a DNS name per bucket.
+            settings.update({"fs.s3a.endpoint": url, "fs.s3a.path.style.access": "true",
+                             "fs.s3a.connection.ssl.enabled": str(url.startswith("https://")).lower()})
+            if url.startswith("http://"):
+                # Over plain http the SDK's S3 signer streams a chunk-signed body
+                # (STREAMING-AWS4-HMAC-SHA256-PAYLOAD), which servers without authentication set
+                # up (SeaweedFS) refuse; this signer hashes the body whole, as boto3 does.
+                settings["fs.s3a.s3.signing-algorithm"] = "AWS4UnsignedPayloadSignerType"
+        if self.region:
+            settings["fs.s3a.endpoint.region"] = self.region
+        return settings
+
     def engine_environment(self) -> dict[str, str]:
         """What Sail's object_store, and the worker processes an engine forks, read instead."""
         environment = {"AWS_MAX_ATTEMPTS": str(self.max_attempts), "AWS_TIMEOUT": self._duration,
@@ -114,6 +147,19 @@ class S3Settings:
             if url.startswith("http://"):
                 environment["AWS_ALLOW_HTTP"] = "true"
         return environment
+
+
+def jvm_s3_conf(config: Config) -> dict[str, str]:
+    """The Spark settings (`--conf` entries) a JVM session needs for the config's `s3://` paths;
+    none when it has none. The driver JVM reads S3 through S3A (`spark.hadoop.*`); the Python
+    workers the executors fork (the image index, pandas UDFs) read it through pyarrow, which takes
+    the engine environment (`spark.executorEnv.*`): under spark-submit the JVM starts before the
+    job's Python process could export it. No credential is among them."""
+    if not config.uses_s3:
+        return {}
+    settings = S3Settings.from_config(config)
+    return {**{f"spark.hadoop.{key}": value for key, value in settings.s3a_settings().items()},
+            **{f"spark.executorEnv.{name}": value for name, value in settings.engine_environment().items()}}
 
 
 _applied: list[S3Settings] = []  # innermost last

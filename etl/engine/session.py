@@ -25,7 +25,7 @@ from etl.engine.paths import EnginePaths, use_aliases
 from etl.engine.sail_server import SailServerProcess
 from etl.engine.stall_watchdog import StallWatchdog
 from etl.project.tables import DATABASE
-from etl.s3_settings import applied_s3_settings
+from etl.s3_settings import applied_s3_settings, jvm_s3_conf
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,13 @@ def _connect_session(url: Optional[str]):
     return SparkSession.builder.remote(url).getOrCreate()
 
 
+def jvm_settings(config: Config) -> dict[str, str]:
+    """What a JVM session of the config is given beside master and packages: Delta's extension
+    and catalog for `format: delta`, S3A for `s3://` paths, then the user's `spark.conf`, which wins."""
+    settings = dict(DELTA_EXTENSIONS) if config.format == "delta" else {}
+    return {**settings, **jvm_s3_conf(config), **config.spark.conf}
+
+
 def _jvm_session(config: Config, submitted: bool):
     from pyspark.sql import SparkSession
 
@@ -204,10 +211,7 @@ def _jvm_session(config: Config, submitted: bool):
         builder = builder.master(config.spark.master).config("spark.ui.showConsoleProgress", "false")
         if config.spark.master.startswith("local"):
             builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-    settings = dict(config.spark.conf)
-    if config.format == "delta":
-        settings = {**DELTA_EXTENSIONS, **settings}
-    for key, value in settings.items():
+    for key, value in jvm_settings(config).items():
         builder = builder.config(key, value)
     packages = jvm_packages(config.format, config.uses_s3)
     if packages and not submitted:

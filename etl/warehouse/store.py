@@ -141,13 +141,18 @@ class TableStore(ABC):
         if not self.exists(path):  # e.g. a parquet table whose only write was empty
             spark.sql(f"drop table if exists {DATABASE}.{name}")
             return
-        spark.sql(f"create table if not exists {DATABASE}.{name} using {self.format} "
-                  f"location {sql_string(engine_path(path))}")
-        self._refresh(spark, name, partitioned)
+        for statement in self.registration_sql(name, engine_path(path), partitioned):
+            spark.sql(statement)
 
-    def _refresh(self, spark, name: str, partitioned: bool) -> None:
+    def registration_sql(self, name: str, location: str, partitioned: bool) -> list[str]:
+        """The statements that make `laion.<name>` the table at `location` in a catalog."""
+        return [f"create table if not exists {DATABASE}.{name} using {self.format} location {sql_string(location)}",
+                *self._refresh_sql(name, partitioned)]
+
+    def _refresh_sql(self, name: str, partitioned: bool) -> list[str]:
         """Bring a registered table up to date with what a write changed under it: nothing to do
         where the table's own log says what it holds, as Delta's does."""
+        return []
 
 
 class DeltaStore(TableStore):
@@ -369,11 +374,10 @@ class ParquetStore(TableStore):
     def rollback_point(self, path: str) -> Rollback:
         return ParquetRollback(path)
 
-    def _refresh(self, spark, name: str, partitioned: bool) -> None:
+    def _refresh_sql(self, name: str, partitioned: bool) -> list[str]:
         # A catalog table over plain files knows only the partitions and files it has seen.
-        if partitioned:
-            spark.sql(f"alter table {DATABASE}.{name} recover partitions")
-        spark.sql(f"refresh table {DATABASE}.{name}")
+        recover = [f"alter table {DATABASE}.{name} recover partitions"] if partitioned else []
+        return [*recover, f"refresh table {DATABASE}.{name}"]
 
 
 class ParquetRollback(Rollback):
