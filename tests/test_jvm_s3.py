@@ -19,7 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from etl.cli import main
-from etl.engine.jvm_packages import DELTA_SPARK, HADOOP_AWS, jvm_packages
+from etl.engine.jvm_packages import jvm_packages
 from etl.project.config import load_config
 from etl.s3_settings import jvm_s3_conf
 from helpers import REPO, assert_same_rows, need_java
