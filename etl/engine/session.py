@@ -193,6 +193,15 @@ def _connect_session(url: Optional[str]):
     return SparkSession.builder.remote(url).getOrCreate()
 
 
+def jvm_conf(config: Config) -> dict[str, str]:
+    """The Spark settings a JVM session takes from the config: Delta's SQL extension and catalog for
+    the delta format, then the config's `spark.conf` (which wins). `laion-etl submit` passes the same."""
+    settings = dict(config.spark.conf)
+    if config.format == "delta":
+        settings = {**DELTA_EXTENSIONS, **settings}
+    return settings
+
+
 def _jvm_session(config: Config, submitted: bool):
     from pyspark.sql import SparkSession
 
@@ -204,10 +213,7 @@ def _jvm_session(config: Config, submitted: bool):
         builder = builder.master(config.spark.master).config("spark.ui.showConsoleProgress", "false")
         if config.spark.master.startswith("local"):
             builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-    settings = dict(config.spark.conf)
-    if config.format == "delta":
-        settings = {**DELTA_EXTENSIONS, **settings}
-    for key, value in settings.items():
+    for key, value in jvm_conf(config).items():
         builder = builder.config(key, value)
     packages = jvm_packages(config.format, config.uses_s3)
     if packages and not submitted:
