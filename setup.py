@@ -1,7 +1,7 @@
 """Build hook only (the metadata is in setup.cfg): ship the project's own files inside the package.
 
-`sql/`, `expectations/` and `conf/` sit at the repository's top level, where people read them;
-an installed wheel or a `--py-files` zip must carry them, so the build copies them to
+`sql/`, `expectations/`, `conf/` and the spark-submit scripts in `jobs/` sit at the repository's
+top level, where people read them; an installed wheel or a `--py-files` zip must carry them, so the build copies them to
 `etl/_project/`, where etl/project/resources.py looks first.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-PROJECT_FILES = ("sql", "expectations", "conf")
+PROJECT_FILES = ("sql", "expectations", "conf", "jobs")
 
 
 class BuildPyWithProjectFiles(build_py):

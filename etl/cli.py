@@ -1,4 +1,4 @@
-"""`laion-etl`: synth, build, sql, spark-sql-init, dq, export, tables, clip-input, package-zip.
+"""`laion-etl`: synth, build, sql, spark-sql-init, dq, export, tables, clip-input, package-zip, submit.
 
 Exit codes: 0 success, 1 a handled failure (a build step, a broken contract), 2 bad usage,
 bad configuration or a missing input. Errors are one line on stderr naming the problem.
@@ -103,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     package = commands.add_parser("package-zip", help="write the zip that spark-submit --py-files ships "
                                   "(the etl package with its SQL, contracts and default configuration)")
     package.add_argument("--out", type=Path, default=Path("dist/etl.zip"), help="zip to write (default: dist/etl.zip)")
+
+    from etl.cluster.submit import DEPLOY_MODES, JOBS
+
+    submit = commands.add_parser("submit", help="run build, dq or export under spark-submit on a cluster: "
+                                 "laion-etl submit [OPTIONS] -- build --config FILE ...")
+    submit.add_argument("--master", help="spark://host:7077, yarn, local[N] ... (default: the config's spark.master)")
+    submit.add_argument("--deploy-mode", choices=DEPLOY_MODES, default="client",
+                        help="where the driver runs (default: client, here)")
+    submit.add_argument("--executor-python", help="the Python the executors start, e.g. ./laion-env/bin/python "
+                        "from --archives (default: the config's spark.conf spark.pyspark.python, else this one)")
+    submit.add_argument("--print", action="store_true", help="print the spark-submit line instead of running it")
+    submit.add_argument("job", choices=JOBS, help="the job to submit")
+    submit.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own arguments, passed unchanged")
     return parser
 
 
@@ -129,6 +142,8 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
             return _clip_input(args)
         if args.command == "package-zip":
             return _package_zip(args)
+        if args.command == "submit":
+            return _submit(args)
         project_dir = str(args.project_dir.resolve()) if args.project_dir else None
         config = load_config(args.config, overrides={"engine": args.engine, "project_dir": project_dir})
         project = load_project(config.project_dir)
@@ -212,6 +227,20 @@ def _package_zip(args) -> int:
     files = write_package_zip(args.out)
     print(f"wrote {args.out} ({files} files): spark-submit --py-files {args.out}")
     return EXIT_OK
+
+
+def _submit(args) -> int:
+    """Check the job's arguments and config with the job's own parser before any JVM starts."""
+    from etl.cluster.submit import run, submit_line
+
+    job = build_parser().parse_args([args.job, *args.job_args])
+    config = load_config(job.config, overrides={"engine": job.engine})
+    line = submit_line(config, args.job, args.job_args, master=args.master, deploy_mode=args.deploy_mode,
+                       executor_python=args.executor_python)
+    if args.print:
+        print(line.shell())
+        return EXIT_OK
+    run(line)
 
 
 def _build(args, project: Project, config: Config, submitted: bool) -> int:

@@ -1,17 +1,16 @@
 """Rebuild the LAION wide table (ODS -> DMD -> DMS) as a spark-submit batch job.
 
-On a cluster (Delta: etl/engine/jvm_packages.py names the artifact):
+`laion-etl submit` assembles the spark-submit line and runs it (pyspark's spark-submit, this
+script, the package zipped for --py-files, delta-spark, Delta's SQL extension, the executors'
+Python, the config's spark.conf); the job's arguments follow `--` unchanged:
 
-    spark-submit --master yarn --deploy-mode client \
-        --packages io.delta:delta-spark_2.13:4.0.1 \
-        --conf spark.pyspark.python=./laion-env/bin/python \
-        --archives laion-env.tar.gz#laion-env \
-        --py-files dist/etl.zip \
-        jobs/build.py --config conf/cluster.yaml [--layers ods,dmd,dms] [--subsets laion2B-en]
+    laion-etl submit --master spark://127.0.0.1:7077 -- build --config conf/cluster.yaml \
+        [--layers ods,dmd,dms] [--subsets laion2B-en]
 
-On one machine with the parquet format (no jars to download):
+`laion-etl submit --print -- build --config conf/cluster.yaml` prints that exact line instead,
+for people who write their own. On one machine with `format: parquet`, no jars are needed:
 
-    spark-submit --master local[2] jobs/build.py --config conf/local-parquet.yaml
+    laion-etl submit --master 'local[2]' -- build --config my-parquet-config.yaml
 
 Under spark-submit the engine is always the JVM `spark` engine, whatever the config says.
 """

@@ -2,13 +2,10 @@
 
 Writes `meta.dq_results`, `meta.runs` and the HTML report; exits 1 when a `fail` rule breaks.
 
-    spark-submit --master yarn --deploy-mode client \
-        --packages io.delta:delta-spark_2.13:4.0.1 \
-        --archives laion-env.tar.gz#laion-env --conf spark.pyspark.python=./laion-env/bin/python \
-        --py-files dist/etl.zip \
-        jobs/dq.py --config conf/cluster.yaml [--tables dms_laion_wide]
+    laion-etl submit --master spark://127.0.0.1:7077 -- dq --config conf/cluster.yaml [--tables dms_laion_wide]
 
-    spark-submit --master local[2] jobs/dq.py --config my-parquet-config.yaml
+runs it under spark-submit; `laion-etl submit --print -- dq --config conf/cluster.yaml` prints the
+exact spark-submit line instead (see jobs/build.py).
 """
 
 import sys

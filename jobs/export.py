@@ -1,12 +1,10 @@
 """Export filtered wide-table shards for img2dataset, as a spark-submit job.
 
-    spark-submit --master yarn --deploy-mode client \
-        --packages io.delta:delta-spark_2.13:4.0.1 \
-        --archives laion-env.tar.gz#laion-env --conf spark.pyspark.python=./laion-env/bin/python \
-        --py-files dist/etl.zip \
-        jobs/export.py --config conf/cluster.yaml --preset sd2 --out /data/exports/sd2
+    laion-etl submit --master spark://127.0.0.1:7077 -- export --config conf/cluster.yaml \
+        --preset sd2 --out /data/exports/sd2
 
-    spark-submit --master local[2] jobs/export.py --config my-parquet-config.yaml --preset sd2 --out exports/sd2
+runs it under spark-submit; `laion-etl submit --print -- export --config conf/cluster.yaml
+--preset sd2 --out /data/exports/sd2` prints the exact spark-submit line instead (see jobs/build.py).
 """
 
 import sys

@@ -87,6 +87,7 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_works_from_any_folder(tmp_pat
     wheel = next((tmp_path / "dist").glob("laion_etl-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "etl/_project/sql/dms/dms_laion_wide.sql" in names and "etl/_project/conf/layers.yaml" in names
+    assert "etl/_project/jobs/build.py" in names
     python = fresh_venv(tmp_path / "venv")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
         tmp_path)
@@ -94,6 +95,11 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_works_from_any_folder(tmp_pat
     folder.mkdir()
     assert_imports_from(python, str(tmp_path / "venv"), folder)
     user_run([str(tmp_path / "venv" / "bin" / "laion-etl")], folder)
+    # `laion-etl submit` from the wheel runs the wheel's own copy of the job.
+    line = run([str(tmp_path / "venv" / "bin" / "laion-etl"), "submit", "--print", "--", "build", "--config", "conf.yaml"],
+               folder, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    job = line.split()[-3]
+    assert job.startswith(str(tmp_path / "venv")) and job.endswith("etl/_project/jobs/build.py"), line
 
 
 @pytest.mark.timeout(900)

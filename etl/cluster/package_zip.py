@@ -2,7 +2,7 @@
 
 Executors import `etl` from it (the LAION hash runs there) and the driver reads the SQL,
 contracts and default configuration from it, so it carries `etl/_project/` as a wheel does
-(etl/project/resources.py). It is written from whatever this process runs (a checkout, a wheel
+(etl/project/resources.py), the spark-submit jobs included. It is written from whatever this process runs (a checkout, a wheel
 install or another zip) and is byte-for-byte the same for the same code: sorted members, fixed
 timestamps, so a rebuilt zip never looks like a new release.
 """
@@ -18,7 +18,7 @@ from typing import Iterator
 
 from etl.project.resources import BUNDLE, bundled_root
 
-PROJECT_FOLDERS = ("sql", "expectations", "conf")
+PROJECT_FOLDERS = ("sql", "expectations", "conf", "jobs")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
 
 

@@ -1,7 +1,8 @@
-"""Where the project's own files are (SQL, contracts, default configuration): the one place that knows.
+"""Where the project's own files are (SQL, contracts, default configuration, the spark-submit jobs):
+the one place that knows.
 
 A wheel or a `--py-files` zip carries them as package data under `etl/_project/`; a source
-checkout has them at its top level (`sql/`, `expectations/`, `conf/`). Everything else reads
+checkout has them at its top level (`sql/`, `expectations/`, `conf/`, `jobs/`). Everything else reads
 them through the Project, never relative to its own module.
 """
 
@@ -15,7 +16,7 @@ BUNDLE = "_project"
 
 
 def bundled_root() -> Traversable:
-    """The folder (or zip member) holding `sql/`, `expectations/` and `conf/` for this install."""
+    """The folder (or zip member) holding `sql/`, `expectations/`, `conf/` and `jobs/` for this install."""
     package = resources.files("etl")
     bundle = package.joinpath(BUNDLE)
     if bundle.is_dir():

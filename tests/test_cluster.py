@@ -1,0 +1,335 @@
+"""`laion-etl submit` on a real Spark standalone cluster (a master and two one-core workers, each
+its own JVM, tests/standalone_cluster.py): build, dq and export submitted to it give the tables and
+shards Sail gives, read back with delta-rs; the executors run the hash in Python workers of a
+separate virtualenv that does not have the package, so they can only import it from the zip that
+submit ships, and they record that they did. Also: the line `--print` gives, exit codes passed
+through, bad configs refused before any JVM starts, config files named in the docs exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+
+import etl.cluster.submit
+from etl.cli import main
+from etl.cluster.submit import job_script, spark_home
+from etl.engine.jvm_packages import jvm_packages
+from etl.engine.session import DELTA_EXTENSIONS
+from etl.project.config import load_config
+from etl.project.project import load_project
+from helpers import REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config, \
+    write_planted_project
+from planted import WIDE_SCHEMA, planted_config
+from standalone_cluster import StandaloneCluster, cluster_environment
+from test_packaging import fresh_venv
+
+# The first cluster test pays for the cluster, the executors' virtualenv and two builds (about 4
+# minutes on 2 busy cores): more than setup.cfg's per-test deadline allows on a slow CI machine.
+pytestmark = pytest.mark.timeout(900)
+EXPORT_ARGS = ["--where", "punsafe < 0.95", "--rows-per-shard", "2"]
+# Tiny tables: no waiting for a task's preferred executor, and Delta's log read in 2 tasks, not 50.
+CLUSTER_SPARK = ("spark: {shuffle_partitions: 2, conf: {spark.ui.enabled: 'false', spark.executor.memory: 512m, "
+                 "spark.ui.showConsoleProgress: 'false', spark.locality.wait: 0s, "
+                 "spark.databricks.delta.snapshotPartitions: '2'}}")
+
+# Installed into the executors' virtualenv as a .pth-started module: every Python worker that
+# imports `etl` writes down which interpreter it is, where `etl` came from and its folder.
+IMPORT_PROBE = '''\
+import importlib.machinery, json, os, sys
+
+class RecordEtlImport:
+    def find_spec(self, name, path=None, target=None):
+        if name != "etl":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        with open(os.path.join({records!r}, str(os.getpid())), "a") as out:
+            out.write(json.dumps({{"python": sys.executable, "origin": spec and spec.origin,
+                                  "cwd": os.getcwd()}}) + "\\n")
+        return spec
+
+sys.meta_path.insert(0, RecordEtlImport())
+'''
+
+
+def submit_command(*args: str, env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`laion-etl submit ARGS` as a user runs it, from a shell whose PATH lacks the virtualenv
+    (spark-submit's wrapper must not need it); on a timeout its whole process group is killed."""
+    process = subprocess.Popen([sys.executable, "-m", "etl.cli", "submit", *args], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"laion-etl submit {' '.join(args)} timed out:\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    need_java()
+    with StandaloneCluster(tmp_path_factory.mktemp("standalone"), workers=2, cores=1, memory="1g") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shipped_python(cluster) -> SimpleNamespace:
+    """A fresh virtualenv on the cluster's machines for the executors: the dependencies, not the
+    package, and the import probe. (In the cluster's folder: its Python workers count as the cluster's.)"""
+    root = cluster.root / "executor_env"
+    python = fresh_venv(root / "venv")
+    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    missing = subprocess.run([str(python), "-c", "import etl"], cwd=root, capture_output=True, text=True,
+                             env=cluster_environment())
+    assert missing.returncode != 0 and "No module named 'etl'" in missing.stderr, "the venv must lack the package"
+    records = root / "etl_imports"
+    records.mkdir()
+    (purelib / "etl_import_probe.py").write_text(IMPORT_PROBE.format(records=str(records)))
+    (purelib / "etl_import_probe.pth").write_text("import etl_import_probe\n")
+    return SimpleNamespace(python=python, records=records)
+
+
+@pytest.fixture(scope="module")
+def submitting(cluster, shipped_python, tmp_path_factory):
+    """`.run(ARGS)`: `laion-etl submit --master <cluster> --executor-python <shipped> -- ARGS` from an
+    empty folder; `.cache`: where submit writes the zip it ships."""
+    root = tmp_path_factory.mktemp("submitter")
+    env = cluster_environment({"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(root / "cache")})
+    env.pop("SPARK_HOME")
+
+    def run(*job_args: str) -> subprocess.CompletedProcess:
+        return submit_command("--master", cluster.master_url, "--executor-python", str(shipped_python.python),
+                              "--", *job_args, env=env, cwd=root)
+
+    return SimpleNamespace(run=run, cache=root / "cache")
+
+
+@pytest.fixture(scope="module")
+def planted_on_both(tmp_path_factory, submitting) -> SimpleNamespace:
+    """The planted sources built on the cluster (engine spark, Delta) and by Sail."""
+    root = tmp_path_factory.mktemp("planted")
+    write_planted_project(root, root / "sail_warehouse", name="sail")
+    cluster_config = root / "cluster.yaml"
+    cluster_config.write_text(planted_config(root / "sources", root / "cluster_warehouse", engine="spark")
+                              .replace("spark: {shuffle_partitions: 2}", CLUSTER_SPARK))
+    built = submitting.run("build", "--config", str(cluster_config))
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-3000:]
+    assert main(["build", "--config", str(root / "sail.yaml")]) == 0
+    return SimpleNamespace(root=root, config=cluster_config, built=built)
+
+
+@pytest.mark.jvm
+@pytest.mark.parametrize("table", load_project().tables, ids=lambda t: t.name)
+def test_the_cluster_builds_the_rows_sail_builds(planted_on_both, table):
+    root = planted_on_both.root
+    on_cluster = read_delta(root / "cluster_warehouse" / table.layer / table.name)
+    on_sail = read_delta(root / "sail_warehouse" / table.layer / table.name)
+    assert on_sail.num_rows > 0
+    # Names and types: Sail marks the columns it fills from literals (subset, file_name) not null.
+    assert [(f.name, f.type) for f in on_cluster.schema] == [(f.name, f.type) for f in on_sail.schema]
+    assert_same_rows(on_cluster, on_sail)
+    if table.name == "dms_laion_wide":
+        assert on_cluster.schema == WIDE_SCHEMA
+
+
+@pytest.mark.jvm
+def test_the_build_ran_on_both_workers_of_the_cluster(planted_on_both, cluster):
+    assert "6 tables built" in planted_on_both.built.stdout
+    state = cluster.state()
+    assert state["aliveworkers"] == 2
+    apps = state["completedapps"]
+    assert [app["state"] for app in apps] == ["FINISHED"] * len(apps) and apps
+    # Each application's executors, as the workers saw them: one folder per executor per worker.
+    build_app = min(apps, key=lambda app: app["starttime"])["id"]
+    assert all((cluster.worker_dir(n) / build_app).is_dir() for n in (1, 2)), build_app
+
+
+@pytest.mark.jvm
+def test_executors_import_the_package_from_the_shipped_zip(planted_on_both, shipped_python, cluster, submitting):
+    records = [json.loads(line) for path in shipped_python.records.iterdir() for line in path.read_text().splitlines()]
+    assert records, "no executor Python worker imported etl"
+    assert {r["python"] for r in records} == {str(shipped_python.python)}
+    workers = set()
+    for record in records:
+        # The executor's own copy of the zip in its folder on the worker, <worker dir>/<app>/<executor>/,
+        # byte for byte the zip submit wrote: etl-<digest>.zip/etl/__init__.py (relative to that folder).
+        executor_dir, origin = Path(record["cwd"]), Path(record["origin"])
+        shipped = executor_dir / origin.parts[0]
+        assert origin.parts[1:] == ("etl", "__init__.py") and re.fullmatch(r"etl-[0-9a-f]{16}\.zip", shipped.name)
+        assert shipped.read_bytes() == (submitting.cache / "laion-etl" / shipped.name).read_bytes()
+        worker = executor_dir.parents[1]
+        assert worker in (cluster.worker_dir(1), cluster.worker_dir(2)), executor_dir
+        assert not executor_dir.is_relative_to(REPO)
+        workers.add(worker)
+    print(f"{len(records)} Python workers imported etl from the shipped zip on {len(workers)} worker(s)")
+
+
+@pytest.fixture(scope="module")
+def dq_on_cluster(planted_on_both, submitting):
+    return submitting.run("dq", "--config", str(planted_on_both.config), "--tables", "dms_laion_wide")
+
+
+@pytest.mark.jvm
+def test_dq_submitted_to_the_cluster_validates_the_wide_table(planted_on_both, dq_on_cluster):
+    assert dq_on_cluster.returncode == 0, dq_on_cluster.stdout[-4000:] + dq_on_cluster.stderr[-3000:]
+    assert "verdict: PASS" in dq_on_cluster.stdout
+    recorded = runs(planted_on_both.root / "cluster_warehouse")
+    assert [(r["command"], r["verdict"]) for r in recorded] == [("build", "warn"), ("dq", "pass")]
+    assert Path(recorded[-1]["report_path"]).is_file()
+
+
+@pytest.mark.jvm
+def test_export_submitted_to_the_cluster_gives_the_shards_sail_gives(planted_on_both, submitting):
+    root = planted_on_both.root
+    exported = submitting.run("export", "--config", str(planted_on_both.config), *EXPORT_ARGS, "--out",
+                          str(root / "cluster_export"))
+    assert exported.returncode == 0, exported.stdout[-4000:] + exported.stderr[-3000:]
+    assert main(["export", "--config", str(root / "sail.yaml"), *EXPORT_ARGS, "--out", str(root / "sail_export")]) == 0
+    names = sorted(p.name for p in (root / "sail_export" / "shards").iterdir())
+    assert len(names) > 1 and names == sorted(p.name for p in (root / "cluster_export" / "shards").iterdir())
+    for name in names:
+        assert_same_rows(pq.read_table(root / "cluster_export" / "shards" / name),
+                         pq.read_table(root / "sail_export" / "shards" / name))
+    manifests = [json.loads((root / f"{side}_export" / "manifest.json").read_text()) for side in ("cluster", "sail")]
+    # Rows and shards; not bytes: the JVM's parquet writer and pyarrow's encode the same rows differently.
+    wide = read_delta(root / "sail_warehouse" / "dms" / "dms_laion_wide")
+    matching = sum(1 for punsafe in wide.column("punsafe").to_pylist() if punsafe is not None and punsafe < 0.95)
+    assert [(m["totals"]["rows"], m["totals"]["shards"]) for m in manifests] == [(matching, len(names))] * 2
+
+
+@pytest.mark.jvm
+def test_the_job_exit_code_passes_through_submit(submitting, tmp_path):
+    write_planted_project(tmp_path, engine="spark", name="cluster")
+    for part in (tmp_path / "sources" / "laion1B-nolang").iterdir():
+        part.unlink()  # a glob matching nothing: the job's planning refuses it (exit code 2)
+    result = submitting.run("build", "--config", str(tmp_path / "cluster.yaml"))
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    # spark-submit ran (it resolved the Delta package) and the job said why it stopped:
+    # spark-submit's PythonRunner merges the job's stderr into its stdout.
+    assert "io.delta#delta-spark_2.13" in result.stderr
+    assert re.search(r"laion-etl: error: .*laion1B-nolang.*base", result.stdout), result.stdout[-3000:]
+
+
+# --- without a cluster: the line, and what is refused before spark-submit starts
+
+
+def printed_line(run_cli, *args: str) -> tuple[dict, list[str]]:
+    """`laion-etl submit --print ARGS` as (environment, argv)."""
+    code, out, err = run_cli("submit", "--print", *args)
+    assert code == 0, err
+    assert all(line.endswith(" \\") for line in out.strip().splitlines()[:-1])
+    words = shlex.split(out.replace(" \\\n", " "))
+    environment = {}
+    while "=" in words[0] and not words[0].startswith("/"):
+        name, value = words.pop(0).split("=", 1)
+        environment[name] = value
+    return environment, words
+
+
+def options(argv: list[str]) -> tuple[dict, list[str], list[str]]:
+    """spark-submit's options (but --conf), its --conf entries, and the job with its arguments."""
+    found, conf, rest = {}, [], argv[1:]
+    while rest[0].startswith("--"):
+        option, value = rest.pop(0), rest.pop(0)
+        if option == "--conf":
+            conf.append(value)
+        else:
+            found[option] = value
+    return found, conf, rest
+
+
+def test_print_gives_the_spark_submit_line_for_conf_cluster_yaml(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config_path = REPO / "conf" / "cluster.yaml"
+    config = load_config(config_path)
+    assert (config.engine, config.format) == ("spark", "delta") and config.spark.conf
+    environment, argv = printed_line(run_cli, "--", "build", "--config", str(config_path), "--layers", "ods,dmd")
+    assert environment == {"SPARK_HOME": str(spark_home())}
+    assert argv[0] == str(spark_home() / "bin" / "spark-submit")
+    found, conf, job = options(argv)
+    assert found["--master"] == config.spark.master == "spark://127.0.0.1:7077"
+    assert found["--deploy-mode"] == "client"
+    assert found["--packages"] == ",".join(jvm_packages("delta", False))
+    expected_conf = {**DELTA_EXTENSIONS, "spark.pyspark.python": sys.executable,
+                     "spark.pyspark.driver.python": sys.executable, **config.spark.conf}
+    assert dict(entry.split("=", 1) for entry in conf) == expected_conf and len(conf) == len(expected_conf)
+    assert job == [str(REPO / "jobs" / "build.py"), "--config", str(config_path), "--layers", "ods,dmd"]
+    shipped = Path(found["--py-files"])
+    assert shipped.parent == tmp_path / "cache" / "laion-etl"
+    names = zipfile.ZipFile(shipped).namelist()
+    assert "etl/cli.py" in names and "etl/_project/sql/dms/dms_laion_wide.sql" in names
+    # The same code gives the same zip: a second line names the same file.
+    assert options(printed_line(run_cli, "--", "dq", "--config", str(config_path))[1])[0]["--py-files"] == str(shipped)
+
+
+def test_print_takes_the_options_over_the_config(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = write_planted_config(tmp_path, engine="spark", fmt="parquet", extra="")
+    config.write_text(config.read_text().replace(
+        "spark: {shuffle_partitions: 2}",
+        "spark: {master: 'local[3]', conf: {spark.pyspark.python: ./laion-env/bin/python, "
+        "spark.archives: 'laion-env.tar.gz#laion-env'}}"))
+    _, argv = printed_line(run_cli, "--", "export", "--config", str(config), "--preset", "sd2", "--out", "x y")
+    found, conf, job = options(argv)
+    assert found["--master"] == "local[3]" and "--packages" not in found  # parquet on local paths: no jars
+    assert "spark.pyspark.python=./laion-env/bin/python" in conf and "spark.archives=laion-env.tar.gz#laion-env" in conf
+    assert f"spark.pyspark.driver.python={sys.executable}" in conf  # client mode: the driver runs here
+    assert not any(entry.startswith("spark.sql.extensions=") for entry in conf)
+    assert job[1:] == ["--config", str(config), "--preset", "sd2", "--out", "x y"]
+    _, argv = printed_line(run_cli, "--master", "yarn", "--deploy-mode", "cluster", "--executor-python",
+                           "./other/bin/python", "--", "build", "--config", str(config))
+    found, conf, _ = options(argv)
+    assert (found["--master"], found["--deploy-mode"]) == ("yarn", "cluster")
+    assert "spark.pyspark.python=./other/bin/python" in conf
+    assert "spark.pyspark.driver.python=./other/bin/python" in conf  # cluster mode: the driver runs there
+
+
+def test_submit_refuses_bad_arguments_before_spark_submit_starts(run_cli, tmp_path, monkeypatch, capsys):
+    def refuse(line):
+        raise AssertionError(f"spark-submit was started: {line}")
+
+    monkeypatch.setattr(etl.cluster.submit, "run", refuse)
+    code, _, err = run_cli("submit", "--", "build", "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and one_line(err) == f"laion-etl: error: config file not found: {tmp_path / 'missing.yaml'}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: spark\nformat: delta\nwarehouse: /tmp/x\nsources: {}\n")
+    code, _, err = run_cli("submit", "--", "dq", "--config", str(bad))
+    assert code == 2 and one_line(err) == "laion-etl: error: sources: at least one subset is required"
+    for job_args in (["build"], ["export", "--config", str(bad), "--preset", "sd2"], ["sql", "--config", str(bad)]):
+        with pytest.raises(SystemExit) as refused:
+            main(["submit", "--", *job_args])
+        assert refused.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_the_job_script_of_a_zip_install_is_written_to_the_cache(tmp_path, monkeypatch, run_cli):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert run_cli("package-zip", "--out", str(tmp_path / "etl.zip"))[0] == 0
+    bundled = zipfile.Path(tmp_path / "etl.zip", "etl/_project/")
+    script = job_script("export", root=bundled)
+    assert script.parent == tmp_path / "cache" / "laion-etl" / "jobs" and script.suffix == ".py"
+    assert script.read_bytes() == (REPO / "jobs" / "export.py").read_bytes()
+    assert job_script("build") == REPO / "jobs" / "build.py"  # a checkout's own
+
+
+def test_every_config_file_named_in_the_docs_exists():
+    texts = {"README.md": (REPO / "README.md").read_text()}
+    for job in sorted((REPO / "jobs").glob("*.py")):
+        texts[f"jobs/{job.name}"] = job.read_text()
+    named = {(where, path) for where, text in texts.items() for path in re.findall(r"\bconf/[\w./-]+\.ya?ml\b", text)}
+    assert {path for _, path in named} >= {"conf/cluster.yaml", "conf/demo.yaml"}
+    missing = sorted(f"{path} (named in {where})" for where, path in named if not (REPO / path).is_file())
+    assert not missing, missing
