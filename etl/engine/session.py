@@ -36,8 +36,7 @@ DELTA_SESSION_SETTINGS = {
     # and a build loads one per write, read and registration. The warehouse's logs are small (one
     # commit per write, a checkpoint every 10), so 50 tasks a replay is overhead: the planted
     # build on local[2] (a busy 2-core machine) ran 2,786 tasks in 153 s with 50 and 962 in 66 s
-    # with 2. `spark.conf`
-    # in the config overrides it.
+    # with 2. `spark.conf` in the config overrides it.
     "spark.databricks.delta.snapshotPartitions": "2",
 }
 
