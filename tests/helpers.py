@@ -103,6 +103,14 @@ def table_dir(warehouse: Path, name: str) -> Path:
     return warehouse / _table_layers()[name] / name
 
 
+def warehouse_tables(warehouse: Path) -> dict[str, Path]:
+    """Every table a build writes under `warehouse`, the project's and the bookkeeping ones, by name."""
+    from etl.warehouse.meta import META_TABLES
+
+    return {**{name: table_dir(warehouse, name) for name in _table_layers()},
+            **{name: warehouse / "meta" / name for name in META_TABLES}}
+
+
 def has_data_files(warehouse: Path, name: str) -> bool:
     """A write of the table has begun: data files exist (before its commit does)."""
     return any(p for p in table_dir(warehouse, name).rglob("*.parquet") if "_delta_log" not in p.parts)

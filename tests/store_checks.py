@@ -1,9 +1,10 @@
 """What every table store must do, written once for every format.
 
 Each check takes a session, the store under test and a fresh table path, and asserts. Sail runs
-them against the Delta store in tests/test_store.py; the parquet store runs only on the JVM
-engine (Sail's dynamic partition overwrite replaces the whole table), so tests/test_jvm.py runs
-this module as a script in a process of its own: `python store_checks.py CONFIG ROOT` opens the
+them against the Delta store in tests/test_store.py. tests/test_jvm.py runs this module as a
+script in a process of its own (the engine is chosen once per process) on the JVM engine, once
+with a Delta config and once with a parquet one (parquet runs only there: Sail's dynamic
+partition overwrite replaces the whole table): `python store_checks.py CONFIG ROOT` opens the
 config's session and runs every check, one line per check, exit code 1 if any failed.
 """
 
@@ -98,6 +99,39 @@ def check_append_and_upsert_row_keep_one_row_per_key(spark, store, path):
     store.upsert_row(spark, path, KEYED, ("d", 1), "id", RUN_ID)
     expected = [{"id": "a", "count": 1}, {"id": "b", "count": 2}, {"id": "c", "count": 1}, {"id": "d", "count": 1}]
     assert sorted(store.read_rows(path, ["id", "count"]), key=lambda r: r["id"]) == expected
+    # Appends by the engine and upserts by delta-rs alike carry the run id (no history without versions).
+    assert {commit.get("userMetadata") for commit in store.history(path)} == (
+        set() if store.version(path) is None else {RUN_ID})
+
+
+def check_every_commit_carries_the_run_id(spark, store, path):
+    write(spark, store, path, [(1, "en one", "en"), (3, "nolang three", "nolang")], run_id="run-write")
+    write(spark, store, path, [(4, "en four", "en")], replace={"subset": ["en"]}, run_id="run-replace")
+    rollback = store.rollback_point(path)
+    write(spark, store, path, [(7, "rejected", "en")], replace={"subset": ["en"]}, run_id="run-rejected")
+    rollback.restore("run-restore")
+    if store.version(path) is None:  # a format without versions keeps no history
+        assert store.history(path) == []
+        return
+    history = store.history(path)  # newest first; engines name a table's first commit differently
+    assert [commit.get("userMetadata") for commit in history] == ["run-restore", "run-rejected", "run-replace",
+                                                                  "run-write"]
+    assert history[0]["operation"] == "RESTORE"
+
+
+def check_an_earlier_version_reads_as_it_was(spark, store, path):
+    first = write(spark, store, path, [(1, "en one", "en"), (3, "nolang three", "nolang")])
+    write(spark, store, path, [(4, "en four", "en")], replace={"subset": ["en"]})
+    if first.version is None:  # a format without versions refuses to read one
+        try:
+            store.read(spark, path, version=0)
+        except ValueError as exc:
+            assert "no versions" in str(exc)
+            return
+        raise AssertionError("reading a version of a table without versions did not fail")
+    as_it_was = store.read(spark, path, version=first.version).select("id", "name", "subset").collect()
+    assert sorted(tuple(r) for r in as_it_was) == [(1, "en one", "en"), (3, "nolang three", "nolang")]
+    assert rows(spark, store, path) == [(3, "nolang three", "nolang"), (4, "en four", "en")]
 
 
 CHECKS = [check for name, check in sorted(globals().items()) if name.startswith("check_")]

@@ -26,7 +26,7 @@ import etl.cluster.submit
 from etl.cli import main
 from etl.cluster.submit import job_script, spark_home
 from etl.engine.jvm_packages import jvm_packages
-from etl.engine.session import DELTA_EXTENSIONS
+from etl.engine.session import DELTA_SESSION_SETTINGS
 from etl.project.config import load_config
 from etl.project.project import load_project
 from helpers import REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config, \
@@ -263,7 +263,7 @@ def test_print_gives_the_spark_submit_line_for_conf_cluster_yaml(run_cli, tmp_pa
     assert found["--master"] == config.spark.master == "spark://127.0.0.1:7077"
     assert found["--deploy-mode"] == "client"
     assert found["--packages"] == ",".join(jvm_packages("delta", False))
-    expected_conf = {**DELTA_EXTENSIONS, "spark.pyspark.python": sys.executable,
+    expected_conf = {**DELTA_SESSION_SETTINGS, "spark.pyspark.python": sys.executable,
                      "spark.pyspark.driver.python": sys.executable, **config.spark.conf}
     assert dict(entry.split("=", 1) for entry in conf) == expected_conf and len(conf) == len(expected_conf)
     assert job == [str(REPO / "jobs" / "build.py"), "--config", str(config_path), "--layers", "ods,dmd"]

@@ -226,6 +226,8 @@ class DeltaStore(TableStore):
     def _rows_written(self, path: str) -> Optional[int]:
         metrics = self.history(path, limit=1)[0].get("operationMetrics") or {}
         rows = metrics.get("numOutputRows")
+        if rows is None and metrics.get("numFiles") == "0":
+            return 0  # JVM Delta leaves numOutputRows out of a commit that added no file
         return None if rows is None else int(rows)
 
     def append(self, df: DataFrame, path: str, run_id: Optional[str] = None) -> None:
