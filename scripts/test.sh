@@ -6,7 +6,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
-timeout --kill-after=60 "${LAION_TEST_SUITE_TIMEOUT:-45m}" .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), whole files each so module fixtures are built once: the JVM tests
+# mostly wait on the JVM's scheduling, which leaves a core for the rest (LAION_TEST_WORKERS=0: one process).
+timeout --kill-after=60 "${LAION_TEST_SUITE_TIMEOUT:-45m}" .venv/bin/python -m pytest \
+  -n "${LAION_TEST_WORKERS:-2}" --dist loadfile "$@"
 status=$?
 if [ "$status" = 124 ] || [ "$status" = 137 ]; then
   echo "test.sh: the suite ran past its deadline (${LAION_TEST_SUITE_TIMEOUT:-45m}) and was stopped" >&2
