@@ -145,7 +145,9 @@ def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
         if args.command == "submit":
             return _submit(args)
         project_dir = str(args.project_dir.resolve()) if args.project_dir else None
-        config = load_config(args.config, overrides={"engine": args.engine, "project_dir": project_dir})
+        # Under spark-submit the engine is the JVM's whatever the config says; the run records say so too.
+        engine = "spark" if submitted else args.engine
+        config = load_config(args.config, overrides={"engine": engine, "project_dir": project_dir})
         project = load_project(config.project_dir)
         project.check(config)
         from etl.s3_settings import applied_s3_settings

@@ -8,9 +8,10 @@ Python, the config's spark.conf); the job's arguments follow `--` unchanged:
         [--layers ods,dmd,dms] [--subsets laion2B-en]
 
 `laion-etl submit --print -- build --config conf/cluster.yaml` prints that exact line instead,
-for people who write their own. On one machine with `format: parquet`, no jars are needed:
+for people who write their own. With `format: parquet` no jar is needed, for instance on one machine:
 
-    laion-etl submit --master 'local[2]' -- build --config my-parquet-config.yaml
+    LAION_ETL__FORMAT=parquet LAION_ETL__WAREHOUSE=/tmp/laion-parquet \
+        laion-etl submit --master 'local[2]' -- build --config conf/cluster.yaml
 
 Under spark-submit the engine is always the JVM `spark` engine, whatever the config says.
 """
