@@ -120,3 +120,17 @@ def test_a_build_whose_engine_freezes_fails_naming_the_table_and_step(long_sourc
     assert stalled["status"] == "failed" and "made no progress" in stalled["message"]
     assert "ods_laion_base" not in json.loads(stalled["published"])
     assert not committed(warehouse, "ods_laion_base") or "ods_laion_base" in json.loads(stalled["rolled_back"])
+
+
+def test_a_session_is_on_its_own_server_whatever_sessions_the_process_has():
+    """Spark Connect's getOrCreate() hands back the process's existing session whatever its server:
+    a stall test once froze one server while its query ran on another (xdist reuses processes)."""
+    first, second = SailServerProcess(), SailServerProcess()
+    try:
+        first.connect()
+        on_second = second.connect()
+        first.kill()
+        assert on_second.range(3).count() == 3
+    finally:
+        first.kill()
+        second.kill()

@@ -73,7 +73,9 @@ class SailServerProcess:
         from pyspark.sql import SparkSession
         from pyspark.sql.connect.client.retries import DefaultPolicy
 
-        spark = SparkSession.builder.remote(self.url).getOrCreate()
+        # create(), not getOrCreate(): the latter hands back any session this process already has
+        # (Spark Connect's default session), whatever server it is on.
+        spark = SparkSession.builder.remote(self.url).create()
         spark.client.set_retry_policies([DefaultPolicy(max_retries=4, initial_backoff=50, max_backoff=2000)])
         return spark
 

@@ -196,7 +196,7 @@ def _stop_within(spark, seconds: float) -> None:
 def _connect_session(url: Optional[str]):
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.remote(url).getOrCreate()
+    return SparkSession.builder.remote(url).create()  # not a session this process had on another server
 
 
 def jvm_settings(config: Config) -> dict[str, str]:
