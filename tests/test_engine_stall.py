@@ -126,11 +126,16 @@ def test_a_session_is_on_its_own_server_whatever_sessions_the_process_has():
     """Spark Connect's getOrCreate() hands back the process's existing session whatever its server:
     a stall test once froze one server while its query ran on another (xdist reuses processes)."""
     first, second = SailServerProcess(), SailServerProcess()
+    on_first = first.connect()
+    on_second = second.connect()
     try:
-        first.connect()
-        on_second = second.connect()
         first.kill()
         assert on_second.range(3).count() == 3
     finally:
-        first.kill()
+        # Stopped, so no later test in this process is handed a session on a dead server.
+        on_second.stop()
         second.kill()
+        stopper = threading.Thread(target=on_first.stop, daemon=True)
+        stopper.start()
+        stopper.join(30)
+        first.kill()
