@@ -90,8 +90,11 @@ def _hash_series(urls: pd.Series, texts: pd.Series) -> pd.Series:
 def register_laion_hash(spark) -> None:
     """Make `laion_hash(url, text)` callable from Spark SQL on this session."""
     from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import LongType
 
-    spark.udf.register(SQL_FUNCTION_NAME, pandas_udf(_hash_series, "bigint"))
+    # A type object, not the string "bigint": Spark Connect parses a type string on the process's
+    # active session, which need not be `spark` (and may be on a server that is gone).
+    spark.udf.register(SQL_FUNCTION_NAME, pandas_udf(_hash_series, LongType()))
 
 
 # --- conversions -------------------------------------------------------------------------------
