@@ -121,6 +121,19 @@ def committed(warehouse: Path, name: str) -> bool:
     return any((table_dir(warehouse, name) / "_delta_log").glob("*.json"))
 
 
+STOP_POINTS = ("mid_ods_write", "between_layers", "mid_dms_write")
+
+
+def stop_point_reached(warehouse: Path, point: str):
+    """A probe for where a test stops a running build: inside the first ODS write, after an ODS
+    table committed, or inside the wide table's write."""
+    return {
+        "mid_ods_write": lambda: has_data_files(warehouse, "ods_laion_base"),
+        "between_layers": lambda: committed(warehouse, "ods_laion_joined"),
+        "mid_dms_write": lambda: has_data_files(warehouse, "dms_laion_wide"),
+    }[point]
+
+
 def runs(warehouse: Path, fmt: str = "delta") -> list[dict]:
     """The `runs` table's rows, oldest run first (run ids sort by start time)."""
     path = warehouse / "meta" / "runs"

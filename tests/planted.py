@@ -2,8 +2,10 @@
 
 Input rows and expected output rows sit side by side so a reader can check each case by eye:
 A has an aesthetic score from both sources (the first wins) and a PNG image saved as .jpg;
-B failed to download; D is one sample (one hash) in two base files with different SAMPLE_IDs;
-E has a null TEXT and a NaN SAMPLE_ID; F is in joined only; G is in a subset without LANGUAGE.
+B failed to download and its first aesthetic source has a NaN score (the second source's wins);
+D is one sample (one hash) in two base files with different SAMPLE_IDs; E has a null TEXT and a
+NaN SAMPLE_ID; F is in joined only, yet has an image and a score (a null one in the first source,
+so the second's); G is in a subset without LANGUAGE.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ D = ("http://d.example/dup.jpg", "duplicate sample")
 E = ("http://e.example/5.jpg", None)
 F = ("http://f.example/6.jpg", "only in joined")
 G = ("http://g.example/7.jpg", "без языка")
-IMAGE_KEY_A, IMAGE_KEY_B = "000000000", "000000001"
+IMAGE_KEY_A, IMAGE_KEY_B, IMAGE_KEY_F = "000000000", "000000001", "000000002"
 
 WIDE_SCHEMA = pa.schema([
     ("sample_id", pa.int64()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int32()),
@@ -41,9 +43,9 @@ def _write(path: Path, columns: dict, schema: pa.Schema) -> None:
     pq.write_table(pa.table(columns, schema=schema), path)
 
 
-def _png_bytes() -> bytes:
+def _image_bytes(pil_format: str) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format=pil_format)
     return buffer.getvalue()
 
 
@@ -80,13 +82,14 @@ def write_planted_sources(root: Path) -> None:
                            ("similarity", pa.float64()), ("hash", pa.int64()), ("punsafe", pa.float32()),
                            ("pwatermark", pa.float32()), ("aesthetic", pa.float32())])
     _write(root / "laion2B-en-aesthetic/part-00000.parquet", {
-        "URL": [A[0]], "TEXT": [A[1]], "WIDTH": [640], "HEIGHT": [480], "similarity": [0.31],
-        "hash": [laion_hash(*A)], "punsafe": [0.01], "pwatermark": [0.1], "aesthetic": [5.5]}, aesthetic)
+        "URL": [A[0], B[0], F[0]], "TEXT": [A[1], B[1], F[1]], "WIDTH": [640, 1024, 50], "HEIGHT": [480, 768, 60],
+        "similarity": [0.31, 0.35, 0.3], "hash": [laion_hash(*A), laion_hash(*B), laion_hash(*F)],
+        "punsafe": [0.01, None, 0.9], "pwatermark": [0.1, 0.2, 0.4], "aesthetic": [5.5, float("nan"), None]}, aesthetic)
     improved = aesthetic.set(8, pa.field("AESTHETIC_SCORE", pa.float64()))
     _write(root / "improved_aesthetics_4.5plus/part-00000.parquet", {
-        "URL": [A[0], B[0]], "TEXT": [A[1], B[1]], "WIDTH": [640, 1024], "HEIGHT": [480, 768],
-        "similarity": [0.31, 0.35], "hash": [laion_hash(*A), laion_hash(*B)], "punsafe": [0.01, None],
-        "pwatermark": [0.1, 0.2], "AESTHETIC_SCORE": [5.6, 6.25]}, improved)
+        "URL": [A[0], B[0], F[0]], "TEXT": [A[1], B[1], F[1]], "WIDTH": [640, 1024, 50], "HEIGHT": [480, 768, 60],
+        "similarity": [0.31, 0.35, 0.3], "hash": [laion_hash(*A), laion_hash(*B), laion_hash(*F)],
+        "punsafe": [0.01, None, 0.9], "pwatermark": [0.1, 0.2, 0.4], "AESTHETIC_SCORE": [5.6, 6.25, 7.75]}, improved)
     _write(root / "laion1B-nolang/part-00000.parquet", {
         "SAMPLE_ID": [9], "URL": [G[0]], "TEXT": [G[1]], "HEIGHT": [32], "WIDTH": [64],
         "LICENSE": ["?"], "NSFW": ["UNLIKELY"], "similarity": [0.33]}, base_int)
@@ -98,24 +101,25 @@ def write_planted_sources(root: Path) -> None:
 
 
 def _write_images(folder: Path) -> None:
-    """One img2dataset webdataset shard: A downloaded (a PNG named .jpg), B failed."""
+    """One img2dataset webdataset shard: A downloaded (a PNG named .jpg), B failed, F downloaded (a GIF)."""
     folder.mkdir(parents=True, exist_ok=True)
-    png = _png_bytes()
     _write(folder / "00000.parquet", {
-        "key": [IMAGE_KEY_A, IMAGE_KEY_B], "url": [A[0], B[0]], "caption": [A[1], B[1]],
-        "status": ["success", "failed_to_download"], "error_message": [None, "HTTP Error 404"],
-        "width": [4, None], "height": [4, None], "original_width": [4, None], "original_height": [4, None],
-        "sha256": ["x" * 64, None], "hash": [laion_hash(*A), laion_hash(*B)]},
+        "key": [IMAGE_KEY_A, IMAGE_KEY_B, IMAGE_KEY_F], "url": [A[0], B[0], F[0]], "caption": [A[1], B[1], F[1]],
+        "status": ["success", "failed_to_download", "success"], "error_message": [None, "HTTP Error 404", None],
+        "width": [4, None, 4], "height": [4, None, 4], "original_width": [4, None, 4],
+        "original_height": [4, None, 4], "sha256": ["x" * 64, None, "y" * 64],
+        "hash": [laion_hash(*A), laion_hash(*B), laion_hash(*F)]},
         pa.schema([("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("status", pa.string()),
                    ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                    ("original_width", pa.int64()), ("original_height", pa.int64()), ("sha256", pa.string()),
                    ("hash", pa.int64())]))
     with tarfile.open(folder / "00000.tar", "w") as tar:
-        for name, payload in ((f"{IMAGE_KEY_A}.jpg", png), (f"{IMAGE_KEY_A}.txt", A[1].encode()),
-                              (f"{IMAGE_KEY_A}.json", json.dumps({"key": IMAGE_KEY_A}).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+        for key, sample, pil_format in ((IMAGE_KEY_A, A, "PNG"), (IMAGE_KEY_F, F, "GIF")):
+            for name, payload in ((f"{key}.jpg", _image_bytes(pil_format)), (f"{key}.txt", sample[1].encode()),
+                                  (f"{key}.json", json.dumps({"key": key}).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
 
 
 def planted_config(root: Path, warehouse: Path, fmt: str = "delta", engine: str = "sail") -> str:
@@ -157,6 +161,8 @@ def expected_wide_rows(root: Path) -> list[dict]:
         # D's two base rows: the first by file_name (part-00000) wins, so sample 3 and its license.
         row(D, 3, 100, 200, 0.29, 0.5, None, None, "?", "UNLIKELY", None, "en", None, "laion2B-en"),
         row(E, None, 300, 150, 0.4, 0.2, 0.3, None, "?", "UNLIKELY", None, "en", None, "laion2B-en"),
-        row(F, None, 50, 60, 0.3, 0.9, 0.4, None, None, None, None, "en", None, "laion2B-en"),
+        # F has no base row, yet its hash's image and score (the first non-null one).
+        row(F, None, 50, 60, 0.3, 0.9, 0.4, "gif", None, None, 7.75, "en",
+            f"{images}/00000.tar#{IMAGE_KEY_F}.jpg", "laion2B-en"),
         row(G, 9, 32, 64, 0.33, 0.05, 0.06, None, "?", "UNLIKELY", None, "nolang", None, "laion1B-nolang"),
     ]

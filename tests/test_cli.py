@@ -20,11 +20,11 @@ from helpers import one_line, read_delta
 from planted import planted_config, write_planted_sources
 
 TABLE_ROWS = {
-    "ods_image_index": ("ods", 2),
-    "ods_laion_aesthetic": ("ods", 3),
+    "ods_image_index": ("ods", 3),
+    "ods_laion_aesthetic": ("ods", 6),
     "ods_laion_base": ("ods", 6),
     "ods_laion_joined": ("ods", 6),
-    "dmd_image_path_suffix_aesthetics": ("dmd", 6),
+    "dmd_image_path_suffix_aesthetics": ("dmd", 7),  # 6 base rows + F, held by joined rows only
     "dms_laion_wide": ("dms", 6),
 }
 WIDE_PATH = ("dms", "dms_laion_wide")
@@ -220,7 +220,7 @@ def test_dry_run_prints_the_plan_in_build_order_and_touches_nothing(cli, tmp_pat
     by_table = {table: line for _, table, line in rows.values()}
     assert "3 base files (6 rows)" in by_table["laion.ods_laion_base"]
     assert "2 joined files (6 rows)" in by_table["laion.ods_laion_joined"]
-    assert "2 aesthetic files (3 rows)" in by_table["laion.ods_laion_aesthetic"]
+    assert "2 aesthetic files (6 rows)" in by_table["laion.ods_laion_aesthetic"]
     assert "1 img2dataset shards in 1 folders" in by_table["laion.ods_image_index"]
     assert "laion.ods_laion_base" in by_table["laion.dmd_image_path_suffix_aesthetics"]
     assert "laion.dmd_image_path_suffix_aesthetics" in by_table["laion.dms_laion_wide"]
@@ -445,11 +445,11 @@ def test_build_with_subsets_only_rewrites_that_subset(cli, built_copy):
     after = files_by_subset()
     assert after["laion2B-en"] == before["laion2B-en"]  # untouched files, not a rewrite
     assert after["laion1B-nolang"].isdisjoint(before["laion1B-nolang"])
-    for layer, name in (("ods", "ods_laion_base"), ("ods", "ods_laion_joined"),
-                        ("dmd", "dmd_image_path_suffix_aesthetics")):
+    for layer, name, rows in (("ods", "ods_laion_base", 6), ("ods", "ods_laion_joined", 6),
+                              ("dmd", "dmd_image_path_suffix_aesthetics", 7)):
         subsets = DeltaTable(str(warehouse / layer / name)).to_pyarrow_table().column("subset").to_pylist()
         assert sorted(set(subsets)) == ["laion1B-nolang", "laion2B-en"], name
-        assert len(subsets) == 6, name
+        assert len(subsets) == rows, name
 
 
 # --- synth --------------------------------------------------------------------------------------

@@ -39,10 +39,9 @@ from test_packaging import fresh_venv
 # minutes on 2 busy cores): more than setup.cfg's per-test deadline allows on a slow CI machine.
 pytestmark = pytest.mark.timeout(900)
 EXPORT_ARGS = ["--where", "punsafe < 0.95", "--rows-per-shard", "2"]
-# Tiny tables: no waiting for a task's preferred executor, and Delta's log read in 2 tasks, not 50.
+# Tiny tables: no waiting for a task's preferred executor (Delta's log is read in 2 tasks by default).
 CLUSTER_SPARK = ("spark: {shuffle_partitions: 2, conf: {spark.ui.enabled: 'false', spark.executor.memory: 512m, "
-                 "spark.ui.showConsoleProgress: 'false', spark.locality.wait: 0s, "
-                 "spark.databricks.delta.snapshotPartitions: '2'}}")
+                 "spark.ui.showConsoleProgress: 'false', spark.locality.wait: 0s}}")
 
 # Installed into the executors' virtualenv as a .pth-started module: every Python worker that
 # imports `etl` writes down which interpreter it is, where `etl` came from and its folder.

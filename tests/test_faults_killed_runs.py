@@ -23,7 +23,8 @@ from deltalake import DeltaTable
 
 from etl.cli import main
 from etl.project.project import load_project
-from helpers import REPO, assert_same_rows, committed, demo_config, has_data_files, read_delta, runs, table_dir
+from helpers import (REPO, STOP_POINTS, assert_same_rows, committed, demo_config, read_delta, runs, stop_point_reached,
+                     table_dir)
 
 TABLES = {t.name: t for t in load_project().tables}
 
@@ -50,15 +51,11 @@ def build_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "etl.cli", "-q", "build", "--config", str(config)]
 
 
-@pytest.mark.parametrize("kill_point", ["mid_ods_write", "between_layers", "mid_dms_write"])
+@pytest.mark.parametrize("kill_point", STOP_POINTS)
 def test_killed_build_reruns_to_the_uninterrupted_result(long_sources, long_reference, tmp_path, kill_point):
     warehouse = tmp_path / "warehouse"
     config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
-    condition = {
-        "mid_ods_write": lambda: has_data_files(warehouse, "ods_laion_base"),
-        "between_layers": lambda: committed(warehouse, "ods_laion_joined"),
-        "mid_dms_write": lambda: has_data_files(warehouse, "dms_laion_wide"),
-    }[kill_point]
+    condition = stop_point_reached(warehouse, kill_point)
     kill_when(build_command(config), condition)
 
     # Atomic per table: each is absent or a complete version equal to the reference's.

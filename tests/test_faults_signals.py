@@ -21,7 +21,8 @@ import pytest
 
 from etl.cli import main
 from etl.project.project import load_project
-from helpers import REPO, assert_same_rows, committed, demo_config, has_data_files, read_delta, runs, table_dir
+from helpers import (REPO, assert_same_rows, committed, demo_config, has_data_files, read_delta, runs, stop_point_reached,
+                     table_dir)
 
 TABLES = [t.name for t in load_project().tables]
 STOP_SECONDS = 30  # "within seconds", with room for a loaded 2-core machine
@@ -66,11 +67,7 @@ def test_a_signal_stops_the_build_within_seconds_and_leaves_whole_versions(long_
                                                                           signum):
     warehouse = tmp_path / "warehouse"
     config = demo_config(long_sources / "sources", warehouse, tmp_path / "demo.yaml", with_images=False)
-    condition = {
-        "mid_ods_write": lambda: has_data_files(warehouse, "ods_laion_base"),
-        "between_layers": lambda: committed(warehouse, "ods_laion_joined"),
-        "mid_dms_write": lambda: has_data_files(warehouse, "dms_laion_wide"),
-    }[point]
+    condition = stop_point_reached(warehouse, point)
     process = start_build(config)
     wait_for(process, condition)
     seconds, err = signal_and_wait(process, signum)

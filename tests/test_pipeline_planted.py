@@ -10,7 +10,7 @@ from etl import laion_hash
 from etl.project.config import load_config
 from etl.project.project import load_project
 from helpers import assert_same_rows, read_delta, write_planted_project
-from planted import A, B, D, IMAGE_KEY_A, WIDE_SCHEMA, expected_wide_rows
+from planted import A, B, D, F, IMAGE_KEY_A, IMAGE_KEY_F, WIDE_SCHEMA, expected_wide_rows
 
 
 
@@ -64,6 +64,7 @@ def test_ods_aesthetic_ranks_sources_in_configured_order(planted_build):
     ranks = {(r["source_name"], r["url"]): (r["source_rank"], r["aesthetic_score"]) for r in rows}
     assert ranks[("laion2B-en-aesthetic", A[0])] == (0, np.float32(5.5))
     assert ranks[("improved_aesthetics_4.5plus", A[0])] == (1, np.float32(5.6))
+    assert ranks[("laion2B-en-aesthetic", B[0])] == (0, None)  # NaN in the source: no score
 
 
 def test_image_index_reads_real_suffix_and_failed_rows(planted_build):
@@ -76,11 +77,16 @@ def test_image_index_reads_real_suffix_and_failed_rows(planted_build):
     assert index[B[0]]["image_path"] is None and index[B[0]]["image_suffix"] is None
 
 
-def test_dmd_has_one_row_per_base_row(planted_build):
+def test_dmd_has_one_row_per_base_row_and_one_per_joined_only_hash(planted_build):
     root, _ = planted_build
-    dmd = read_delta(root / "warehouse/dmd/dmd_image_path_suffix_aesthetics")
+    dmd = read_delta(root / "warehouse/dmd/dmd_image_path_suffix_aesthetics").to_pylist()
     base = read_delta(root / "warehouse/ods/ods_laion_base")
-    assert dmd.num_rows == base.num_rows == 6
+    assert len([r for r in dmd if r["file_name"] is not None]) == base.num_rows == 6
+    joined_only = [r for r in dmd if r["file_name"] is None]
+    assert [(r["subset"], r["hash"], r["sample_id"], r["url"]) for r in joined_only] == [
+        ("laion2B-en", laion_hash(*F), None, None)]
+    assert joined_only[0]["image_path"].endswith(f"/images/00000.tar#{IMAGE_KEY_F}.jpg")
+    assert (joined_only[0]["image_suffix"], joined_only[0]["aesthetic_score"]) == ("gif", np.float32(7.75))
 
 
 def test_every_table_matches_its_contract_schema(planted_build):
@@ -124,7 +130,7 @@ def test_image_downloaded_into_two_folders_gives_one_row_from_the_first_folder(t
     index = read_delta(tmp_path / "warehouse/ods/ods_image_index")
     assert index.column("url").to_pylist().count(A[0]) == 2
     dmd = read_delta(tmp_path / "warehouse/dmd/dmd_image_path_suffix_aesthetics")
-    assert dmd.num_rows == 6
+    assert dmd.num_rows == 7
     wide = {r["url"]: r for r in read_delta(tmp_path / "warehouse/dms/dms_laion_wide").to_pylist()}
     assert wide[A[0]]["image_path"] == f"{tmp_path}/sources/images/00000.tar#{IMAGE_KEY_A}.jpg"
     expected = pa.Table.from_pylist(expected_wide_rows(tmp_path / "sources"), schema=WIDE_SCHEMA)

@@ -224,7 +224,7 @@ def test_a_sharp_drop_in_image_coverage_warns(tmp_path, run_cli):
     config = write_planted_project(tmp_path)
     assert run_cli("build", "--config", str(config))[0] == 0
     first = results(tmp_path / "warehouse")[("dms_laion_wide", "image_coverage")]
-    assert first["status"] == "pass" and json.loads(first["observed_value"]) == pytest.approx(1 / 6)
+    assert first["status"] == "pass" and json.loads(first["observed_value"]) == pytest.approx(2 / 6)
     config.write_text(config.read_text().split("images:")[0] + "images: []\n")
 
     code, out, _ = run_cli("build", "--config", str(config))
@@ -232,4 +232,4 @@ def test_a_sharp_drop_in_image_coverage_warns(tmp_path, run_cli):
     assert code == 0 and "verdict: WARN" in out
     second = results(tmp_path / "warehouse")[("dms_laion_wide", "image_coverage")]
     assert second["status"] == "warn" and json.loads(second["observed_value"]) == 0
-    assert json.loads(second["details"])["previous"] == pytest.approx(1 / 6)
+    assert json.loads(second["details"])["previous"] == pytest.approx(2 / 6)

@@ -1,8 +1,45 @@
--- dmd_image_path_suffix_aesthetics: one row per base row, with its image and aesthetic score.
--- base left join image index (on hash) left join aesthetic (on subset and hash).
+-- dmd_image_path_suffix_aesthetics: one row per base row, and one per (subset, hash) that only
+-- joined rows hold, each with the hash's image and aesthetic score: both are facts about the
+-- hash, so the wide table must find them for every joined row, base row or not.
+-- (base + joined-only hashes) left join image index (on hash) left join aesthetic (on subset, hash).
 with base as (
 
     select * from laion.ods_laion_base
+
+),
+
+joined_only_hashes as (
+
+    select distinct joined.subset, joined.hash
+    from laion.ods_laion_joined as joined
+    left anti join base
+        on joined.subset = base.subset
+        and joined.hash = base.hash
+
+),
+
+-- A joined-only hash has no base columns; its null file_name tells it from a base row.
+keyed_rows as (
+
+    select sample_id, url, text, width, height, similarity, hash, license, nsfw, language, file_name, subset
+    from base
+
+    union all
+
+    select
+        cast(null as bigint) as sample_id,
+        cast(null as string) as url,
+        cast(null as string) as text,
+        cast(null as int) as width,
+        cast(null as int) as height,
+        cast(null as double) as similarity,
+        hash,
+        cast(null as string) as license,
+        cast(null as string) as nsfw,
+        cast(null as string) as language,
+        cast(null as string) as file_name,
+        subset
+    from joined_only_hashes
 
 ),
 
@@ -50,9 +87,12 @@ image_per_hash as (
 
 ),
 
+-- A source row without a score (null; the ODS reads NaN as null) is no score: the next source
+-- holding one wins.
 aesthetic as (
 
     select * from laion.ods_laion_aesthetic
+    where aesthetic_score is not null
 
 ),
 
@@ -65,7 +105,7 @@ repeated_aesthetic_keys as (
 
 ),
 
--- The first configured aesthetic source holding a hash wins.
+-- The first configured aesthetic source holding a score for a hash wins.
 aesthetic_per_hash as (
 
     select subset, hash, aesthetic_score
@@ -96,27 +136,27 @@ aesthetic_per_hash as (
 final as (
 
     select
-        base.sample_id,
-        base.url,
-        base.text,
-        base.width,
-        base.height,
-        base.similarity,
-        base.hash,
-        base.license,
-        base.nsfw,
-        base.language,
+        keyed_rows.sample_id,
+        keyed_rows.url,
+        keyed_rows.text,
+        keyed_rows.width,
+        keyed_rows.height,
+        keyed_rows.similarity,
+        keyed_rows.hash,
+        keyed_rows.license,
+        keyed_rows.nsfw,
+        keyed_rows.language,
         aesthetic_per_hash.aesthetic_score,
         image_per_hash.image_path,
         image_per_hash.image_suffix,
-        base.file_name,
-        base.subset
-    from base
+        keyed_rows.file_name,
+        keyed_rows.subset
+    from keyed_rows
     left join image_per_hash
-        on base.hash = image_per_hash.hash
+        on keyed_rows.hash = image_per_hash.hash
     left join aesthetic_per_hash
-        on base.subset = aesthetic_per_hash.subset
-        and base.hash = aesthetic_per_hash.hash
+        on keyed_rows.subset = aesthetic_per_hash.subset
+        and keyed_rows.hash = aesthetic_per_hash.hash
 
 )
 

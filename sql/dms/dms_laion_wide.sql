@@ -1,5 +1,6 @@
 -- dms_laion_wide: one row per joined row, the LAION wide table.
--- joined left join DMD (one row per subset and hash) on (subset, hash).
+-- joined left join DMD (deduplicated to one row per subset and hash) on (subset, hash). The DMD has
+-- a row for every joined hash, base row or not, so every joined row gets its hash's image and score.
 with joined as (
 
     select * from laion.ods_laion_joined
