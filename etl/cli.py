@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "image path. For img2dataset 'files' output, dir is relative to the data folder (--per part: "
         "<out>/part_1.csv with part_1/00000/000000000.jpg) or to the image folder (--per folder: "
         "<out>/part_1/00000.csv with 00000/000000000.jpg), where part_1 is an images folder of the config and "
-        "the data folder its parent: copy <out>'s contents into the data folder. Images inside webdataset tars "
-        "or parquet shards have no file: their dir is the table's member URI (<folder>/00000.tar#000000000.jpg).")
+        "the data folder its parent: put the CSVs there (the command prints the cp lines). Images inside webdataset "
+        "tars or parquet shards have no file: their dir is the table's member URI (<folder>/00000.tar#000000000.jpg).")
     _add_config(annotations)
     filters = annotations.add_mutually_exclusive_group()
     filters.add_argument("--preset", help="only rows of a filter preset from conf/presets.yaml (e.g. sd2)")

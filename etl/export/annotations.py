@@ -23,7 +23,8 @@ table's member URI (`<folder>/00000.tar#000000000.jpg`, `<folder>/00000.parquet#
 One line per image: rows sharing an image share its hash, hence its URL and caption (the hash is
 LAION's mmh3 of URL + TEXT), and mindone trains on each line, so a repeated image would be a
 repeated sample. Under the rare hash collision two captions meet one image; the first in sort
-order is kept and the manifest counts such images. Lines are ordered by image path (img2dataset's
+order is kept and the manifest counts such images. A null caption is written empty, as mindone's
+script writes an image whose `.json` caption is null. Lines are ordered by image path (img2dataset's
 zero-padded names make that shard, then key order), so reruns over one table version are
 byte-identical. `--out` is a local folder of its own (never a pipeline folder: etl.export.destination);
 a folder holding earlier annotations is replaced only with `--overwrite`, and one holding any other
