@@ -1,4 +1,4 @@
-"""`laion-etl`: synth, build, sql, spark-sql-init, dq, export, tables, clip-input, package-zip, submit.
+"""`laion-etl`: synth, build, sql, spark-sql-init, dq, export, annotations, tables, clip-input, package-zip, submit.
 
 Exit codes: 0 success, 1 a handled failure (a build step, a broken contract), 2 bad usage,
 bad configuration or a missing input. Errors are one line on stderr naming the problem.
@@ -87,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "a folder holding anything but this export)")
     export.add_argument("--columns", type=comma_list, help="extra columns beside URL and TEXT "
                         f"(default: {','.join(DEFAULT_COLUMNS)})")
+
+    annotations = commands.add_parser(
+        "annotations", help="mindone's Stable Diffusion training annotations (dir,text CSVs) for the rows with a "
+        "downloaded image",
+        description="Writes mindone's dir,text CSVs from the wide table, one line per downloaded image, ordered by "
+        "image path. For img2dataset 'files' output, dir is relative to the data folder (--per part: "
+        "<out>/part_1.csv with part_1/00000/000000000.jpg) or to the image folder (--per folder: "
+        "<out>/part_1/00000.csv with 00000/000000000.jpg), where part_1 is an images folder of the config and "
+        "the data folder its parent: put the CSVs there (the command prints the cp lines). Images inside webdataset "
+        "tars or parquet shards have no file: their dir is the table's member URI (<folder>/00000.tar#000000000.jpg).")
+    _add_config(annotations)
+    filters = annotations.add_mutually_exclusive_group()
+    filters.add_argument("--preset", help="only rows of a filter preset from conf/presets.yaml (e.g. sd2)")
+    filters.add_argument("--where", help="only rows where this boolean expression over the wide table holds")
+    annotations.add_argument("--out", required=True, help="a local folder of its own, empty or holding earlier "
+                             "annotations (replaced with --overwrite)")
+    annotations.add_argument("--per", choices=("part", "folder"), default="part",
+                             help="one CSV per images folder (part, mindone's default) or per image folder inside "
+                                  "it (folder)")
+    annotations.add_argument("--overwrite", action="store_true", help="replace earlier annotations in --out")
 
     clip = commands.add_parser("clip-input", help="clip-retrieval's --input_dataset for an img2dataset folder")
     clip.add_argument("folder", help="img2dataset output folder (webdataset format)")
@@ -179,6 +199,8 @@ def _run_command(args, project: Project, config: Config, submitted: bool) -> int
         return _dq(args, project, config, submitted)
     if args.command == "export":
         return _export(args, project, config, submitted)
+    if args.command == "annotations":
+        return _annotations(args, project, config, submitted)
     if args.command == "spark-sql-init":
         return _spark_sql_init(args, project, config)
     return _tables(project, config, submitted)
@@ -295,6 +317,34 @@ def _export(args, project: Project, config: Config, submitted: bool) -> int:
     print(f"filter: {result.manifest['filter']['where']}  ({result.manifest['source']['table']} version "
           f"{result.manifest['source']['version']})")
     print(f"download: {result.manifest['img2dataset']}")
+    return EXIT_OK
+
+
+def _annotations(args, project: Project, config: Config, submitted: bool) -> int:
+    from etl.engine.session import open_session
+    from etl.export.annotations import (AnnotationError, AnnotationRequest, copy_commands, plan_annotations,
+                                        write_annotations)
+    from etl.export.destination import DestinationError
+    from etl.export.filters import FilterError, resolve_filter
+
+    try:
+        chosen = None
+        if args.preset is not None or args.where is not None:
+            chosen = resolve_filter(args.preset, args.where, project.wide_table.contract.column_types,
+                                    project.preset_files)
+        request = AnnotationRequest(filter=chosen, out=args.out, per=args.per, overwrite=args.overwrite)
+        plan = plan_annotations(project, config, request, pipeline_folders(config))
+    except (FilterError, AnnotationError, DestinationError) as exc:
+        raise ConfigError(str(exc)) from None
+    with open_session(config, submitted=submitted) as spark:
+        totals = write_annotations(spark, config, plan).totals
+    print(f"annotations written: {totals['images']:,} images in {totals['files']} CSV files (one per {args.per}) "
+          f"under {args.out}")
+    print(f"rows: {totals['rows']:,} in {plan.source['table']} version {plan.source['version']}"
+          + (f" where {chosen.where}" if chosen else "")
+          + f"; {totals['rows_without_image']:,} without an image (skipped); {totals['rows_sharing_an_image']:,} "
+          f"sharing an image with another row (one line per image)")
+    print("for mindone, put the CSVs in the data folder: " + "; ".join(copy_commands(plan)))
     return EXIT_OK
 
 

@@ -57,7 +57,7 @@ def no_engine(monkeypatch):
     monkeypatch.setattr(etl.engine.session, "open_session", refuse)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def img2dataset_bin() -> str:
     """img2dataset lives in its own virtualenv: it pins old albumentations and webdataset."""
     path = os.environ.get("IMG2DATASET_BIN", str(REPO / ".venv-img2dataset" / "bin" / "img2dataset"))
