@@ -283,6 +283,8 @@ def test_explicit_overrides_beat_the_environment(tmp_path):
 @pytest.mark.parametrize("text, pattern", [
     (MINIMAL + "warehous: typo\n", r"^warehous: unknown key"),
     (MINIMAL + "    bas: x/*.parquet\n", r"^sources\.laion2B-en\.bas: unknown key"),
+    (MINIMAL + "    expected_row: x\n", r"^sources\.laion2B-en\.expected_row: unknown key \(expected one of: aesthetic, base, "
+     r"expected_parts, expected_rows, joined, language\)"),
     (MINIMAL + "engine: duckdb\n", r"^engine: 'duckdb' is not one of sail, spark, connect"),
     (MINIMAL + "format: orc\n", r"^format: 'orc' is not one of delta, parquet"),
     (MINIMAL.replace("warehouse: wh\n", ""), r"^warehouse: required"),

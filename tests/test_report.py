@@ -304,6 +304,8 @@ def assert_completeness(dom: Node) -> None:
     assert "off" in rows["laion2B-en"].classes and "partial" in rows["laion2B-multi"].classes
     assert [squash(td.text()) for td in table.find("tr", cls="total").find_all("td")][:5] == \
         ["all", "6,000", "3,743", "−2,257", "62.4 %"]
+    row = wide.find("tr", cls="rule", data_rule_id="rows_match_published_totals")
+    assert squash(row.find("td", cls="observed").text()) == "62.4 % of the expected rows"
 
 
 def test_schema_checks_are_one_row_per_table_folded_unless_broken():
@@ -325,6 +327,9 @@ def test_duplicates_and_completeness_are_tables_per_subset():
     assert_duplicate_tables(dom)
     assert_completeness(dom)
     assert "at most 0" not in render_report(dq_run())
+    problems = [squash(li.text()) for li in dom.find(id="verdict").find_all("li")]
+    assert any(p.startswith("WARN dms_laion_wide · rows_match_published_totals") and p.endswith("(laion2B-en: −7 rows)")
+               for p in problems), problems
 
 
 def assert_self_contained(html: str) -> None:
@@ -353,6 +358,15 @@ def test_everything_from_the_run_is_escaped():
             rule(table, f"rule{EVIL}", False, severity="warn", description=EVIL, expectation=EVIL,
                  observed_value={EVIL: [EVIL]}, sample=(EVIL, {"url": EVIL}),
                  details={"duplicated_values": EVIL, EVIL: EVIL}),
+            rule(table, "per_subset", False, severity="warn", sample=(EVIL,),
+                 details={"duplicated_values": 1, "rows_involved": 2, "allowed": 0,
+                          "per_subset": {EVIL: {"duplicated_values": 1, "rows_involved": 2}},
+                          "values": [{EVIL: EVIL, "rows": 2}]}),
+            rule(table, "completeness", False, severity="warn", observed_value=0.5, details={"off": [EVIL], "subsets": [
+                {"subset": EVIL, "expected_rows": 2, "rows": 1, "difference": -1, "share": 0.5, "parts_read": 1,
+                 "expected_parts": None, "whole": True}]}),
+            rule(table, f"schema_type_{EVIL}", False, expectation=EVIL, description=EVIL, observed_value=EVIL,
+                 details={"column": EVIL, "type": EVIL}),
         ], histograms=[hist(f"col {EVIL} costs $5 and $", 0.0, 1.0, [1, 2, 3], nulls=1)])],
         coverage_history=[CoveragePoint(f"run-{EVIL}$", f"$when{EVIL}", 0.5, 0.25)],
         quarantine={EVIL: 2}, failure=EVIL)

@@ -279,7 +279,7 @@ def _rules_table(table: TableQuality) -> str:
             f'<div class="expectation">{_e(rule.expectation)}</div></td>'
             f'<td class="severity">{_e(rule.severity)}'
             f'<div class="hint">{_e(SEVERITY_HINT.get(rule.severity, ""))}</div></td>'
-            f'<td class="observed">{_e(_fmt(rule.observed_value))}</td>'
+            f'<td class="observed">{_e(_observed(rule))}</td>'
             f'<td class="num unexpected">{_unexpected(rule)}</td></tr>')
         extra = _schema_columns(schema_checks) if schema_checks else _rule_extra(rule)
         if extra:
@@ -529,6 +529,14 @@ def _plain(value: Any, key: bool = False) -> str:
         return str(value)
 
 
+def _observed(rule: RuleResult) -> str:
+    """The observed value; a completeness rule's is its share of the expected rows."""
+    value = rule.observed_value
+    if isinstance((rule.details or {}).get("subsets"), list) and isinstance(value, (int, float)):
+        return f"{_percent(100 * value)} of the expected rows"
+    return _fmt(value)
+
+
 def _unexpected(rule: RuleResult) -> str:
     if rule.unexpected_count is None and rule.unexpected_percent is None:
         return "\u2014"
@@ -548,6 +556,10 @@ def _figures_inline(rule: RuleResult) -> str:
         if "rows_involved" in details:
             bits.append(f"{_fmt(details['rows_involved'])} rows involved")
         return f' <span class="figures">({_e(", ".join(bits))})</span>'
+    if isinstance(details.get("subsets"), list) and details.get("off"):
+        off = [item for item in details["subsets"] if item.get("subset") in details["off"]]
+        text = "; ".join(f"{item['subset']}: {_signed(int(item['difference']))} rows" for item in off)
+        return f' <span class="figures">({_e(text)})</span>'
     if rule.unexpected_count is not None:
         text = f"{rule.unexpected_count:,} unexpected"
         if rule.unexpected_percent is not None:
