@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     from etl.build.plan import make_plan
     from etl.build.runs import new_run_id
     from etl.engine.session import open_session
-    from etl.quality.validation import Validator
+    from etl.quality.validation import Validator, expected_totals
     from etl.warehouse.store import write_table
 
     if args.warehouse.exists():
@@ -163,7 +163,8 @@ def main(argv=None) -> int:
     with open_session(config) as spark:
         register_meta_tables(spark, plan.project, config)
         state = build.BuildState(run_id=run_id, validator=Validator(config.dq_rules,
-                                                                    previous_observed_values(spark, config, run_id)))
+                                                                    previous_observed_values(spark, config, run_id),
+                                                                    expected_totals(config)))
         for table in plan.tables:
             rejected = build._bind_input_views(spark, plan, table)
             if rejected is not None:

@@ -115,6 +115,24 @@ def test_subset_default_languages_and_explicit_language_wins(tmp_path):
     assert unknown_subset.sources[0].language is None
 
 
+def test_subsets_expect_laions_published_totals_unless_configured(tmp_path):
+    config = load(tmp_path, VALID)
+    totals = {s.name: (s.expected_rows, s.expected_parts) for s in config.sources}
+    assert totals == {"laion2B-en": (2_322_161_808, 128), "laion2B-multi": (2_266_202_935, 128),
+                      "laion1B-nolang": (1_271_703_630, 128)}
+    assert sum(rows for rows, _ in totals.values()) == 5_860_068_373
+    planted = load(tmp_path, MINIMAL + "    expected_rows: 7\n    expected_parts: 2\n")
+    assert (planted.sources[0].expected_rows, planted.sources[0].expected_parts) == (7, 2)
+    assert set(planted.sources[0].families) == {"base", "joined"}, "the totals are not source families"
+    load_project().check(planted)
+    own = load(tmp_path, MINIMAL.replace("laion2B-en:", "my-subset:"))
+    assert (own.sources[0].expected_rows, own.sources[0].expected_parts) == (None, None)
+    unset = load(tmp_path, MINIMAL + "    expected_rows: null\n")
+    assert (unset.sources[0].expected_rows, unset.sources[0].expected_parts) == (None, 128)
+    from_env = load(tmp_path, MINIMAL, environ={"LAION_ETL__SOURCES__LAION2B-EN__EXPECTED_ROWS": "12"})
+    assert from_env.sources[0].expected_rows == 12
+
+
 def test_aesthetic_sources_keep_their_priority_order(tmp_path):
     config = load(tmp_path, VALID)
     folder = tmp_path.resolve()
@@ -265,6 +283,8 @@ def test_explicit_overrides_beat_the_environment(tmp_path):
 @pytest.mark.parametrize("text, pattern", [
     (MINIMAL + "warehous: typo\n", r"^warehous: unknown key"),
     (MINIMAL + "    bas: x/*.parquet\n", r"^sources\.laion2B-en\.bas: unknown key"),
+    (MINIMAL + "    expected_row: x\n", r"^sources\.laion2B-en\.expected_row: unknown key \(expected one of: aesthetic, base, "
+     r"expected_parts, expected_rows, joined, language\)"),
     (MINIMAL + "engine: duckdb\n", r"^engine: 'duckdb' is not one of sail, spark, connect"),
     (MINIMAL + "format: orc\n", r"^format: 'orc' is not one of delta, parquet"),
     (MINIMAL.replace("warehouse: wh\n", ""), r"^warehouse: required"),
@@ -278,6 +298,10 @@ def test_explicit_overrides_beat_the_environment(tmp_path):
     ("warehouse: wh\nsources:\n  laion2B-en: b/*.parquet\n", r"^sources\.laion2B-en: must be a mapping"),
     (MINIMAL + "    aesthetic: 5\n", r"^sources\.laion2B-en\.aesthetic: must be a string or a list"),
     (MINIMAL + "    language: 5\n", r"^sources\.laion2B-en\.language: must be a string"),
+    (MINIMAL + "    expected_rows: 0\n", r"^sources\.laion2B-en\.expected_rows: must be a positive whole number"),
+    (MINIMAL + "    expected_rows: many\n", r"^sources\.laion2B-en\.expected_rows: must be a positive whole number"),
+    (MINIMAL + "    expected_parts: 1.5\n", r"^sources\.laion2B-en\.expected_parts: must be a positive whole number"),
+    (MINIMAL + "    expected_parts: true\n", r"^sources\.laion2B-en\.expected_parts: must be a positive whole number"),
     (MINIMAL + "spark:\n  shuffle_partitions: 0\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
     (MINIMAL + "spark:\n  shuffle_partitions: -3\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),
     (MINIMAL + "spark:\n  shuffle_partitions: two\n", r"^spark\.shuffle_partitions: must be a positive integer or auto"),

@@ -53,6 +53,28 @@ def test_duplicate_sample_ids_are_reported_exactly(synth_run):
     assert len(json.loads(rule["sample"])) == 20
 
 
+def test_duplicate_sample_ids_are_counted_per_subset_like_opendatalab(synth_run):
+    root, _, _ = synth_run
+    expected = {}
+    for subset in SUBSETS:
+        ids = []
+        for part in sorted((root / "sources" / subset).glob("*.parquet")):
+            ids += pq.read_table(part, columns=["SAMPLE_ID"]).column(0).to_pylist()
+        values, rows = duplicate_figures([None if v is None or v != v else int(v) for v in ids])
+        expected[subset] = {"duplicated_values": values, "rows_involved": rows}
+    assert all(figures["duplicated_values"] > 0 for figures in expected.values()), expected
+    found = results(root / "warehouse")
+    assert json.loads(found[("ods_laion_base", "duplicate_sample_id")]["details"])["per_subset"] == expected
+    wide = read_delta(root / "warehouse/dms/dms_laion_wide").select(["subset", "sample_id"]).to_pylist()
+    in_wide = {subset: dict(zip(("duplicated_values", "rows_involved"),
+                                duplicate_figures([r["sample_id"] for r in wide if r["subset"] == subset])))
+               for subset in SUBSETS}
+    details = json.loads(found[("dms_laion_wide", "duplicate_sample_id")]["details"])
+    assert details["per_subset"] == in_wide
+    values = details["values"]
+    assert len(values) == 20 and [v["rows"] for v in values] == sorted((v["rows"] for v in values), reverse=True)
+
+
 def test_duplicate_hashes_are_reported_exactly_per_subset(synth_run):
     root, summary, _ = synth_run
     keys = []
@@ -66,6 +88,14 @@ def test_duplicate_hashes_are_reported_exactly_per_subset(synth_run):
     details = json.loads(rule["details"])
     assert (details["duplicated_values"], details["rows_involved"]) == expected
     assert rule["status"] == "pass"  # under the contract's max_unexpected of 1000
+    per_subset = {subset: dict(zip(("duplicated_values", "rows_involved"),
+                                   duplicate_figures([k for k in keys if k[0] == subset]))) for subset in SUBSETS}
+    assert details["per_subset"] == per_subset
+    described = results(root / "warehouse")[("ods_laion_joined", "duplicate_hash_per_subset")]["description"]
+    assert described == "subset, hash held by more than one row (none allowed)"  # its limit is 0
+    counts = Counter(keys)
+    assert sorted((v["subset"], v["hash"], v["rows"]) for v in details["values"]) == \
+        sorted((subset, h, n) for (subset, h), n in counts.items() if n > 1)
 
 
 def test_source_hash_disagreements_are_counted(synth_run):
@@ -85,6 +115,32 @@ def test_every_result_points_at_the_table_version_the_commit_carries_the_run_id(
         delta = DeltaTable(str(root / "warehouse" / layer / table))
         assert rule["table_version"] == delta.version() == published[table]
         assert delta.history(1)[0]["userMetadata"] == run["run_id"]
+
+
+PUBLISHED = {"laion2B-en": 2_322_161_808, "laion2B-multi": 2_266_202_935, "laion1B-nolang": 1_271_703_630}
+
+
+def wide_figures(warehouse: Path) -> dict[str, tuple[int, int]]:
+    """Subset -> (rows, joined part files holding them) of the wide table, read with delta-rs."""
+    wide = read_delta(warehouse / "dms/dms_laion_wide").select(["subset", "file_name"]).to_pylist()
+    return {subset: (sum(1 for r in wide if r["subset"] == subset),
+                     len({r["file_name"] for r in wide if r["subset"] == subset})) for subset in SUBSETS}
+
+
+def test_a_build_of_a_few_parts_reports_its_share_of_laions_totals(synth_run):
+    root, _, _ = synth_run
+    figures = wide_figures(root / "warehouse")
+    for subset, (_, parts) in figures.items():
+        assert parts == len(list((root / "sources" / f"{subset}-joined").glob("*.parquet"))) < 128
+    rule = results(root / "warehouse")[("dms_laion_wide", "rows_match_published_totals")]
+    details = json.loads(rule["details"])
+    assert rule["status"] == "pass" and details["off"] == []
+    assert details["subsets"] == [
+        {"subset": subset, "expected_rows": PUBLISHED[subset], "rows": rows, "difference": rows - PUBLISHED[subset],
+         "share": rows / PUBLISHED[subset], "parts_read": parts, "expected_parts": 128, "whole": False}
+        for subset, (rows, parts) in sorted(figures.items())]
+    total = sum(rows for rows, _ in figures.values())
+    assert json.loads(rule["observed_value"]) == pytest.approx(total / 5_860_068_373)
 
 
 def test_schema_and_reconciliation_rules_ran_and_passed(synth_run):
@@ -114,15 +170,33 @@ def test_report_shows_verdict_and_planted_figures(synth_run):
     assert (verdict.attrs["data-verdict"], verdict.attrs["data-run-id"]) == ("warn", run["run_id"])
     found = results(root / "warehouse", run["run_id"])
     for (table, rule_id), result in found.items():
+        if rule_id.startswith("schema_"):
+            column = json.loads(result["details"]).get("column")
+            shown = rule_row(page, table, "schema") if column is None else page.find(
+                "section", cls="table-section", data_table=table).find("tr", cls="schema-column", data_column=column)
+            assert shown.attrs["data-status"] == result["status"] == "pass", (table, rule_id)
+            continue
         row = rule_row(page, table, rule_id)
         unexpected = None if result["unexpected_count"] is None else str(result["unexpected_count"])
         assert (row.attrs["data-status"], row.attrs.get("data-unexpected")) == (result["status"], unexpected), \
             (table, rule_id)
+    for table in {table for table, _ in found}:
+        section = page.find("section", cls="table-section", data_table=table)
+        assert [r.attrs["data-rule-id"] for r in section.find_all("tr", cls="rule")].count("schema") == 1
+        assert "open" not in section.find("details", cls="schema").attrs
+        checked = [tr.attrs["data-column"] for tr in section.find_all("tr", cls="schema-column")]
+        assert checked == [c for t, c in ((t, r[len("schema_type_"):]) for t, r in found if r.startswith("schema_type_"))
+                           if t == table]
     details = json.loads(found[("ods_laion_base", "duplicate_sample_id")]["details"])
-    figures = page.find("section", data_table="ods_laion_base").find(
-        "tr", cls="rule-extra", data_rule_id="duplicate_sample_id").find("p", cls="dup-figures")
+    extra = page.find("section", data_table="ods_laion_base").find(
+        "tr", cls="rule-extra", data_rule_id="duplicate_sample_id")
+    figures = extra.find("p", cls="dup-figures")
     assert (figures.attrs["data-duplicated-values"], figures.attrs["data-rows-involved"]) == \
         (str(details["duplicated_values"]), str(details["rows_involved"]))
+    per_subset = {tr.attrs["data-subset"]: {"duplicated_values": int(tr.attrs["data-duplicated-values"]),
+                                            "rows_involved": int(tr.attrs["data-rows-involved"])}
+                  for tr in extra.find("table", cls="dup-subsets").find_all("tr") if "data-subset" in tr.attrs}
+    assert per_subset == details["per_subset"] and set(per_subset) == set(SUBSETS)
     wide = page.find("section", cls="table-section", data_table="dms_laion_wide")
     wide_rows = read_delta(root / "warehouse/dms/dms_laion_wide").num_rows
     assert wide.find("dd", cls="rows").attrs["data-rows"] == str(wide_rows)
@@ -140,6 +214,40 @@ def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
     assert runs(root / "warehouse")[-1]["status"] == "succeeded"
     code, _, err = run_cli("dq", "--config", str(config), "--tables", "nope")
     assert code == 2 and "--tables: unknown table 'nope'" in err
+
+
+def test_completeness_judges_a_whole_build_and_reports_a_partial_one(synth_run, run_cli, monkeypatch):
+    root, _, config = synth_run
+    figures = wide_figures(root / "warehouse")
+
+    def dq_with(totals: dict[str, tuple[int, int]]) -> tuple[int, dict, object]:
+        for subset, (rows, parts) in totals.items():
+            monkeypatch.setenv(f"LAION_ETL__SOURCES__{subset}__EXPECTED_ROWS", str(rows))
+            monkeypatch.setenv(f"LAION_ETL__SOURCES__{subset}__EXPECTED_PARTS", str(parts))
+        code = run_cli("dq", "--config", str(config), "--tables", "dms_laion_wide")[0]
+        run = runs(root / "warehouse")[-1]
+        return code, results(root / "warehouse", run["run_id"])[("dms_laion_wide", "rows_match_published_totals")], run
+
+    en, multi, nolang = (figures[s] for s in ("laion2B-en", "laion2B-multi", "laion1B-nolang"))
+    code, rule, _ = dq_with({"laion2B-en": en, "laion2B-multi": multi, "laion1B-nolang": nolang})
+    assert (code, rule["status"], json.loads(rule["details"])["off"]) == (0, "pass", [])
+
+    # laion2B-multi is whole but 7 rows short of its planted total; laion1B-nolang misses 3 of its parts.
+    code, rule, run = dq_with({"laion2B-multi": (multi[0] + 7, multi[1]), "laion1B-nolang": (4 * nolang[0], nolang[1] + 3)})
+    details = json.loads(rule["details"])
+    assert (code, rule["status"], rule["severity"], details["off"]) == (0, "warn", "warn", ["laion2B-multi"])
+    by_subset = {item["subset"]: item for item in details["subsets"]}
+    assert by_subset["laion2B-en"] == {"subset": "laion2B-en", "expected_rows": en[0], "rows": en[0], "difference": 0,
+                                       "share": 1.0, "parts_read": en[1], "expected_parts": en[1], "whole": True}
+    assert (by_subset["laion2B-multi"]["difference"], by_subset["laion2B-multi"]["whole"]) == (-7, True)
+    assert by_subset["laion1B-nolang"] == {
+        "subset": "laion1B-nolang", "expected_rows": 4 * nolang[0], "rows": nolang[0], "difference": -3 * nolang[0],
+        "share": 0.25, "parts_read": nolang[1], "expected_parts": nolang[1] + 3, "whole": False}
+    rows = {tr.attrs["data-subset"]: tr for tr in report(run).find("table", cls="completeness").find_all(
+        "tr", cls="completeness-subset")}
+    assert {subset: (tr.attrs["data-rows"], tr.attrs["data-difference"], tr.attrs["data-whole"])
+            for subset, tr in rows.items()} == {s: (str(i["rows"]), str(i["difference"]), str(i["whole"]).lower())
+                                                for s, i in by_subset.items()}
 
 
 def test_broken_fail_rule_keeps_previous_version_and_stops_downstream(tmp_path, run_cli):
@@ -177,6 +285,23 @@ def test_configured_duplicate_threshold_blocks_a_first_publish(tmp_path, run_cli
     assert "the new table was removed" in err
     assert not DeltaTable.is_deltatable(str(tmp_path / "warehouse/ods/ods_laion_base"))
     assert not (tmp_path / "warehouse/dms").exists()
+
+
+def test_completeness_blocks_when_configured_to_fail(tmp_path, run_cli, monkeypatch):
+    override = "dq:\n  rules:\n    dms_laion_wide.rows_match_published_totals: {severity: fail}\n"
+    config = write_planted_project(tmp_path, extra=override)
+    parts = sorted((tmp_path / "sources/laion2B-en-joined").glob("*.parquet"))
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    monkeypatch.setenv("LAION_ETL__SOURCES__LAION2B-EN__EXPECTED_ROWS", str(rows + 1))
+    monkeypatch.setenv("LAION_ETL__SOURCES__LAION2B-EN__EXPECTED_PARTS", str(len(parts)))
+
+    code, _, err = run_cli("build", "--config", str(config))
+
+    assert code == 1 and "dms_laion_wide: rule rows_match_published_totals broke" in err
+    rule = results(tmp_path / "warehouse")[("dms_laion_wide", "rows_match_published_totals")]
+    subsets = {item["subset"]: item for item in json.loads(rule["details"])["subsets"]}
+    assert (rule["status"], subsets["laion2B-en"]["rows"], subsets["laion2B-en"]["difference"]) == ("fail", rows, -1)
+    assert subsets["laion1B-nolang"]["whole"] is False  # its 128 published parts: a share, not a failure
 
 
 def _write_bad_base_files(sources: Path) -> None:

@@ -76,6 +76,62 @@ def planted_run() -> RunQuality:
     )
 
 
+# OpenDataLab's duplicated sample_ids per subset, and a few duplicated hashes with their subsets.
+ODL_SAMPLE_IDS = {"laion1B-nolang": (2_078_466, 4_200_001), "laion2B-en": (48_200_147, 97_000_003),
+                  "laion2B-multi": (6_414_262, 12_900_017)}
+DUP_HASHES = (("laion2B-en", -8_817_411_911_216_315_136, 3), ("laion2B-multi", 5_220_047_713_842_012, 2))
+SCHEMA = (("sample_id", "bigint"), ("hash", "bigint"), ("subset", "string"))
+# (subset, expected rows, rows, parts read, expected parts): whole and matching, whole and 7 short, a partial build.
+TOTALS = (("laion1B-nolang", 1_000, 1_000, 4, 4), ("laion2B-en", 2_000, 1_993, 8, 8),
+          ("laion2B-multi", 3_000, 750, 2, 8))
+
+
+def schema_checks(table, wrong_type: str | None = None) -> list[RuleResult]:
+    """What the validator records for a contract of SCHEMA: the column list, then one check per type."""
+    names = [name for name, _ in SCHEMA]
+    checks = [rule(table, "schema_columns", True, expectation="ExpectTableColumnsToMatchOrderedList",
+                   description="columns are exactly the contract's, in its order", observed_value=names,
+                   details={"columns": names})]
+    for name, kind in SCHEMA:
+        checks.append(rule(table, f"schema_type_{name}", name != wrong_type, expectation="ExpectColumnValuesToBeOfType",
+                           description=f"{name} is {kind}", observed_value="StringType" if name == wrong_type else kind,
+                           details={"column": name, "type": kind}))
+    return checks
+
+
+def dq_run() -> RunQuality:
+    """A run with schema checks (one table's broken), per-subset duplicates and completeness figures."""
+    base, wide = "ods_laion_base", "dms_laion_wide"
+    sample_ids = {subset: {"duplicated_values": values, "rows_involved": rows}
+                  for subset, (values, rows) in ODL_SAMPLE_IDS.items()}
+    hashes = {"laion2B-en": {"duplicated_values": 1, "rows_involved": 3},
+              "laion2B-multi": {"duplicated_values": 1, "rows_involved": 2}}
+    subsets = [{"subset": subset, "expected_rows": expected, "rows": rows, "difference": rows - expected,
+                "share": rows / expected, "parts_read": parts, "expected_parts": expected_parts,
+                "whole": parts >= expected_parts} for subset, expected, rows, parts, expected_parts in TOTALS]
+    return RunQuality("r-dq", "2025-01-01T00:00:00", "2025-01-01T00:01:00", "sail", "/wh", tables=[
+        TableQuality(base, "ods", 1, 100, True, rules=[
+            *schema_checks(base),
+            rule(base, "duplicate_hash_per_subset", False, severity="warn", expectation="UnexpectedRowsExpectation",
+                 description="subset, hash held by more than one row (none allowed)", observed_value=2,
+                 unexpected_count=2, sample=tuple(f"({s}, {h})" for s, h, _ in DUP_HASHES),
+                 details={"duplicated_values": 2, "rows_involved": 5, "allowed": 0, "per_subset": hashes,
+                          "values": [{"subset": s, "hash": h, "rows": n} for s, h, n in DUP_HASHES]}),
+        ]),
+        TableQuality(wide, "dms", 2, 3_743, False, rules=[
+            *schema_checks(wide, wrong_type="hash"),
+            rule(wide, "duplicate_sample_id", False, severity="warn", expectation="UnexpectedRowsExpectation",
+                 description="sample_id values held by more than one row", observed_value=56_692_875,
+                 unexpected_count=56_692_875,
+                 details={"duplicated_values": 56_692_875, "rows_involved": 114_100_021, "allowed": 1_000,
+                          "per_subset": sample_ids, "values": [{"sample_id": 77, "rows": 9}]}),
+            rule(wide, "rows_match_published_totals", False, severity="warn", expectation="UnexpectedRowsExpectation",
+                 description="rows per subset equal its expected_rows", observed_value=3_743 / 6_000,
+                 unexpected_count=1, details={"subsets": subsets, "off": ["laion2B-en"]}),
+        ]),
+    ])
+
+
 @pytest.fixture(scope="module")
 def run() -> RunQuality:
     return planted_run()
@@ -182,6 +238,100 @@ def test_ids_are_unique_across_inline_plots(page):
     assert refs and refs <= set(ids)
 
 
+def schema_row(section: Node) -> tuple[Node, Node]:
+    """A table's one schema row and the <details> under it."""
+    rows = [row for row in section.find_all("tr", cls="rule") if row.attrs["data-rule-id"].startswith("schema")]
+    assert [row.attrs["data-rule-id"] for row in rows] == ["schema"], "one schema row per table"
+    return rows[0], section.find("tr", cls="rule-extra", data_rule_id="schema").find("details", cls="schema")
+
+
+def assert_schema_rows(dom: Node) -> None:
+    base = dom.find("section", cls="table-section", data_table="ods_laion_base")
+    row, details = schema_row(base)
+    assert row.attrs["data-status"] == "pass" and "open" not in details.attrs, "a passing schema is folded"
+    assert squash(row.find("td", cls="description").text()).startswith("schema matches the contract")
+    columns = [(tr.attrs["data-column"], tr.attrs["data-type"], tr.attrs["data-status"])
+               for tr in details.find_all("tr", cls="schema-column")]
+    assert columns == [(name, kind, "pass") for name, kind in SCHEMA]
+    assert squash(details.find("summary").text()) == "3 columns and their types"
+
+    wide = dom.find("section", cls="table-section", data_table="dms_laion_wide")
+    row, details = schema_row(wide)
+    assert (row.attrs["data-status"], "open" in details.attrs) == ("fail", True), "a broken schema is unfolded"
+    assert squash(row.find("td", cls="description").text()).startswith("schema matches the contract — failing: hash")
+    assert squash(details.find("summary").text()) == "3 columns and their types; failing: hash"
+    statuses = {tr.attrs["data-column"]: tr.attrs["data-status"] for tr in details.find_all("tr", cls="schema-column")}
+    assert statuses == {"sample_id": "pass", "hash": "fail", "subset": "pass"}
+    assert "StringType" in squash(details.find("tr", cls="schema-column", data_column="hash").text())
+
+
+def assert_duplicate_tables(dom: Node) -> None:
+    base = dom.find("section", cls="table-section", data_table="ods_laion_base")
+    extra = base.find("tr", cls="rule-extra", data_rule_id="duplicate_hash_per_subset")
+    assert squash(extra.find("p", cls="dup-figures").text()) == "2 duplicated values · 5 rows involved · none allowed"
+    per_subset = {tr.attrs["data-subset"]: (tr.attrs["data-duplicated-values"], tr.attrs["data-rows-involved"])
+                  for tr in extra.find("table", cls="dup-subsets").find_all("tr") if "data-subset" in tr.attrs}
+    assert per_subset == {"laion2B-en": ("1", "3"), "laion2B-multi": ("1", "2")}
+    values = [[squash(td.text()) for td in tr.find_all("td")] for tr in extra.find("table", cls="dup-values").find_all("tr")
+              if "data-rows" in tr.attrs]
+    assert values == [[subset, str(h), str(n)] for subset, h, n in DUP_HASHES]
+
+    wide = dom.find("section", cls="table-section", data_table="dms_laion_wide")
+    extra = wide.find("tr", cls="rule-extra", data_rule_id="duplicate_sample_id")
+    assert "at most 1,000 values allowed" in squash(extra.find("p", cls="dup-figures").text())
+    shown = {tr.attrs["data-subset"]: [squash(td.text()) for td in tr.find_all("td")]
+             for tr in extra.find("table", cls="dup-subsets").find_all("tr") if "data-subset" in tr.attrs}
+    assert shown == {subset: [subset, f"{values:,}", f"{rows:,}", f"{rows - values:,}"]
+                     for subset, (values, rows) in ODL_SAMPLE_IDS.items()}
+
+
+def assert_completeness(dom: Node) -> None:
+    wide = dom.find("section", cls="table-section", data_table="dms_laion_wide")
+    table = wide.find("tr", cls="rule-extra", data_rule_id="rows_match_published_totals").find("table", cls="completeness")
+    rows = {tr.attrs["data-subset"]: tr for tr in table.find_all("tr", cls="completeness-subset")}
+    assert list(rows) == [subset for subset, *_ in TOTALS]
+    for subset, expected, actual, parts, expected_parts in TOTALS:
+        attrs = rows[subset].attrs
+        assert (attrs["data-expected-rows"], attrs["data-rows"], attrs["data-difference"], attrs["data-parts-read"],
+                attrs["data-expected-parts"]) == tuple(map(str, (expected, actual, actual - expected, parts, expected_parts)))
+        assert float(attrs["data-share"]) == actual / expected
+    cells = {subset: [squash(td.text()) for td in row.find_all("td")] for subset, row in rows.items()}
+    assert cells["laion1B-nolang"] == ["laion1B-nolang", "1,000", "1,000", "+0", "100.0 %", "4 / 4", "every part; rows match"]
+    assert cells["laion2B-en"] == ["laion2B-en", "2,000", "1,993", "−7", "99.7 %", "8 / 8",
+                                   "every part; 7 rows fewer than expected"]
+    assert cells["laion2B-multi"] == ["laion2B-multi", "3,000", "750", "−2,250", "25.0 %", "2 / 8",
+                                      "2 of 8 parts (25.0 %): reported, not judged"]
+    assert "off" in rows["laion2B-en"].classes and "partial" in rows["laion2B-multi"].classes
+    assert [squash(td.text()) for td in table.find("tr", cls="total").find_all("td")][:5] == \
+        ["all", "6,000", "3,743", "−2,257", "62.4 %"]
+    row = wide.find("tr", cls="rule", data_rule_id="rows_match_published_totals")
+    assert squash(row.find("td", cls="observed").text()) == "62.4 % of the expected rows"
+
+
+def test_schema_checks_are_one_row_per_table_folded_unless_broken():
+    page = render_report(dq_run())
+    dom = parse(page).root
+    assert_schema_rows(dom)
+    assert "schema_type_" not in page
+    summary = {row.attrs["data-table"]: [squash(td.text()) for td in row.find_all("td")][5:8]
+               for row in dom.find(id="summary").find_all("tr", cls="table-row")}
+    assert summary == {"ods_laion_base": ["1", "1", "0"], "dms_laion_wide": ["0", "2", "1"]}, "schema counts once"
+    problems = [squash(li.text()) for li in dom.find(id="verdict").find_all("li")]
+    assert sum(p.startswith("FAIL dms_laion_wide · schema — schema matches the contract — failing: hash")
+               for p in problems) == 1
+    assert dom.find(id="verdict").find("a", href="#rule-dms_laion_wide-schema")
+
+
+def test_duplicates_and_completeness_are_tables_per_subset():
+    dom = parse(render_report(dq_run())).root
+    assert_duplicate_tables(dom)
+    assert_completeness(dom)
+    assert "at most 0" not in render_report(dq_run())
+    problems = [squash(li.text()) for li in dom.find(id="verdict").find_all("li")]
+    assert any(p.startswith("WARN dms_laion_wide · rows_match_published_totals") and p.endswith("(laion2B-en: −7 rows)")
+               for p in problems), problems
+
+
 def assert_self_contained(html: str) -> None:
     lowered = html.lower()
     assert "<script" not in lowered
@@ -208,6 +358,15 @@ def test_everything_from_the_run_is_escaped():
             rule(table, f"rule{EVIL}", False, severity="warn", description=EVIL, expectation=EVIL,
                  observed_value={EVIL: [EVIL]}, sample=(EVIL, {"url": EVIL}),
                  details={"duplicated_values": EVIL, EVIL: EVIL}),
+            rule(table, "per_subset", False, severity="warn", sample=(EVIL,),
+                 details={"duplicated_values": 1, "rows_involved": 2, "allowed": 0,
+                          "per_subset": {EVIL: {"duplicated_values": 1, "rows_involved": 2}},
+                          "values": [{EVIL: EVIL, "rows": 2}]}),
+            rule(table, "completeness", False, severity="warn", observed_value=0.5, details={"off": [EVIL], "subsets": [
+                {"subset": EVIL, "expected_rows": 2, "rows": 1, "difference": -1, "share": 0.5, "parts_read": 1,
+                 "expected_parts": None, "whole": True}]}),
+            rule(table, f"schema_type_{EVIL}", False, expectation=EVIL, description=EVIL, observed_value=EVIL,
+                 details={"column": EVIL, "type": EVIL}),
         ], histograms=[hist(f"col {EVIL} costs $5 and $", 0.0, 1.0, [1, 2, 3], nulls=1)])],
         coverage_history=[CoveragePoint(f"run-{EVIL}$", f"$when{EVIL}", 0.5, 0.25)],
         quarantine={EVIL: 2}, failure=EVIL)
@@ -292,6 +451,21 @@ def rendered(tmp_path_factory, run):
     chromium(binary, folder / "profile-shot", f"--screenshot={screenshot}", "--window-size=1200,3000",
              report.as_uri())
     return dom, screenshot
+
+
+@pytest.fixture(scope="module")
+def rendered_dq(tmp_path_factory) -> Node:
+    """The per-subset tables and the schema rows as headless Chromium parses them."""
+    binary = chromium_binary()
+    folder = tmp_path_factory.mktemp("browser-dq")
+    report = write_report(dq_run(), folder / "report.html")
+    return parse(chromium(binary, folder / "profile", "--dump-dom", report.as_uri()).stdout).root
+
+
+def test_browser_folds_passing_schemas_and_shows_the_tables_per_subset(rendered_dq):
+    assert_schema_rows(rendered_dq)
+    assert_duplicate_tables(rendered_dq)
+    assert_completeness(rendered_dq)
 
 
 def numbers(d: str) -> list[float]:

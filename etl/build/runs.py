@@ -26,7 +26,7 @@ from etl.project.config import Config
 from etl.project.project import Project
 from etl.quality.report import write_report
 from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
-from etl.quality.validation import Validator, histograms
+from etl.quality.validation import Validator, expected_totals, histograms
 from etl.redact import redact
 from etl.warehouse.lock import warehouse_lock
 from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, INTERRUPTED, QUARANTINE, RunRecord, abandon_dead_runs,
@@ -65,7 +65,7 @@ def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> R
         register_meta_tables(spark, plan.project, config)
         abandon_dead_runs(spark, plan.project, config, run_id)
         save_run(spark, plan.project, config, record)
-        validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
+        validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id), expected_totals(config))
         state = BuildState(run_id=run_id, validator=validator)
 
         def publish_progress() -> None:
@@ -126,7 +126,7 @@ def execute_dq(project: Project, config: Config, table_names: Optional[Sequence[
         abandon_dead_runs(spark, project, config, run_id)
         save_run(spark, project, config, record)
         register_existing_tables(spark, project, config)
-        validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id))
+        validator = Validator(config.dq_rules, previous_observed_values(spark, config, run_id), expected_totals(config))
         quality = []
         store = table_store(config)
         for table in tables:

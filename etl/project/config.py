@@ -21,6 +21,16 @@ ENGINES = ("sail", "spark", "connect")
 FORMATS = ("delta", "parquet")
 BAD_FILE_POLICIES = ("fail", "skip")
 DEFAULT_LANGUAGES = {"laion2B-en": "en", "laion1B-nolang": "nolang"}
+# LAION's published size of each subset: rows (its announced totals, 5,860,068,373 in all) and joined
+# part files. The defaults of `sources.<subset>.expected_rows` / `expected_parts`, which the
+# completeness rule compares a build with.
+PUBLISHED_TOTALS = {
+    "laion2B-en": {"expected_rows": 2_322_161_808, "expected_parts": 128},
+    "laion2B-multi": {"expected_rows": 2_266_202_935, "expected_parts": 128},
+    "laion1B-nolang": {"expected_rows": 1_271_703_630, "expected_parts": 128},
+}
+# Keys of `sources.<subset>` that are not source families.
+SUBSET_SETTINGS = ("language", "expected_rows", "expected_parts")
 DEFAULT_LOCK_STALE_SECONDS = 600
 # Object storage: attempts per request (the first try included) and seconds a request may go
 # unanswered before it is abandoned and retried. Both reach every S3 client (etl/session.py).
@@ -52,6 +62,8 @@ class SubsetSources:
     name: str
     families: Mapping[str, tuple[str, ...]]  # source family -> path globs (a ranked family's in priority order)
     language: Optional[str]
+    expected_rows: Optional[int] = None  # rows a build of every part should hold; None: no expectation
+    expected_parts: Optional[int] = None  # joined part files of the whole subset; None: any build is whole
 
     def globs(self, family: str) -> tuple[str, ...]:
         return self.families.get(family, ())
@@ -240,13 +252,26 @@ def _parse_subset(name: str, spec: Any, base_dir: Path) -> SubsetSources:
     where = f"sources.{name}"
     check_name(name, where)
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a mapping of source family -> path globs, and language")
+        raise ConfigError(f"{where}: must be a mapping of source family -> path globs, language, "
+                          "expected_rows and expected_parts")
     families = {str(family): tuple(_path(g, base_dir) for g in _string_list(globs, f"{where}.{family}"))
-                for family, globs in spec.items() if family != "language"}
+                for family, globs in spec.items() if family not in SUBSET_SETTINGS}
     language = spec.get("language", DEFAULT_LANGUAGES.get(name))
     if language is not None and not isinstance(language, str):
         raise ConfigError(f"{where}.language: must be a string")
-    return SubsetSources(name=name, families=families, language=language)
+    published = PUBLISHED_TOTALS.get(name, {})
+    totals = {key: _count(spec.get(key, published.get(key)), f"{where}.{key}")
+              for key in ("expected_rows", "expected_parts")}
+    return SubsetSources(name=name, families=families, language=language, **totals)
+
+
+def _count(value: Any, where: str) -> Optional[int]:
+    """A positive whole number, or None (absent or null: no expectation)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where}: must be a positive whole number, got {value!r}")
+    return value
 
 
 def _parse_s3(raw: Any) -> dict[str, Any]:

@@ -24,9 +24,10 @@ class ContractColumn:
 
 
 SEVERITIES = ("fail", "warn")
-RULE_KINDS = ("expect", "duplicates", "sql", "coverage")
+RULE_KINDS = ("expect", "duplicates", "sql", "coverage", "completeness")
 # The thresholds each rule kind reads; a contract or a `dq.rules` override may set them.
-RULE_LIMITS = {"expect": (), "duplicates": ("max_unexpected",), "sql": ("max_unexpected",), "coverage": ("max_drop",)}
+RULE_LIMITS = {"expect": (), "duplicates": ("max_unexpected",), "sql": ("max_unexpected",), "coverage": ("max_drop",),
+               "completeness": ()}
 LIMITS = ("max_unexpected", "max_drop")
 
 
@@ -37,7 +38,9 @@ class RuleSpec:
     kind `expect`: a Great Expectations class named in `expect`, its arguments in `params`;
     `duplicates`: values of `columns` held by more than one row (`max_unexpected` allowed);
     `sql`: a query over `{batch}` returning the bad rows; `coverage`: the share of non-null
-    `column` must not drop by more than `max_drop` (relative) from the previous run.
+    `column` must not drop by more than `max_drop` (relative) from the previous run;
+    `completeness`: each subset's rows equal its configured `expected_rows` when the table holds
+    all its `expected_parts` (a share of them otherwise).
     """
 
     id: str

@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 
 import yaml
 
-from etl.project.config import Config, ConfigError, LayerSettings, refuse_unknown, with_origin
+from etl.project.config import SUBSET_SETTINGS, Config, ConfigError, LayerSettings, refuse_unknown, with_origin
 from etl.project.contracts import LIMITS, Contract, limit_problem, load_contract
 from etl.project.families import Family, parse_families
 from etl.project.resources import bundled_root
@@ -62,7 +62,7 @@ class Project:
     def _check(self, config: Config) -> None:
         for sources in config.sources:
             where = f"sources.{sources.name}."
-            refuse_unknown(sources.families, {*self.families, "language"}, where)
+            refuse_unknown(sources.families, {*self.families, *SUBSET_SETTINGS}, where)
             for family in self.families.values():
                 if family.required and not sources.globs(family.name):
                     raise ConfigError(f"{where}{family.name}: required (one or more path globs)")

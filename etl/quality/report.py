@@ -12,6 +12,14 @@ Stable hooks for tests and tools: `#verdict` (with `data-verdict`, `data-run-id`
 `data-unexpected` when the rule counts unexpected values), `figure.plot` (`.histogram[data-column]`,
 `.coverage`), `[data-duplicated-values]`, `[data-rows-involved]`, `ul.sample`. Values in `data-*`
 attributes are plain (no thousands separators), so they can be compared exactly.
+
+A table's schema checks (the column list and one type check per column) are one row,
+`tr.rule[data-rule-id="schema"]`, with the columns in `details.schema` (open when a check broke;
+`tr.schema-column[data-column][data-type][data-status]`). Duplicate rules show their figures per
+subset (`table.dup-subsets tr[data-subset]`) and the values with the most rows (`table.dup-values`);
+the completeness rule shows each subset beside its expected totals (`table.completeness
+tr.completeness-subset[data-subset]`, with `data-expected-rows`, `data-rows`, `data-difference`,
+`data-share`, `data-parts-read`, `data-expected-parts`, `data-whole`).
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from etl.quality.results import (FAIL_VERDICT, PASS_VERDICT, WARN_VERDICT, CoveragePoint, RuleResult,
-                         RunQuality, TableQuality, verdict_of)
+from etl.quality.results import (FAIL, FAIL_VERDICT, PASS_VERDICT, WARN, WARN_VERDICT, CoveragePoint, RuleResult,
+                                 RunQuality, TableQuality, allowance, verdict_of)
 
 STATUSES = (FAIL_VERDICT, WARN_VERDICT, PASS_VERDICT)  # worst first: the order rules are listed in
 VERDICT_COLOURS = {PASS_VERDICT: "#1a7f37", WARN_VERDICT: "#bf8700", FAIL_VERDICT: "#cf222e"}
@@ -38,6 +46,10 @@ STOPPED = "The build stopped before it finished."
 KEPT_PREVIOUS = " Tables marked \u201cnot published\u201d kept their previous version."
 SEVERITY_HINT = {"fail": "blocks publishing", "warn": "reported"}
 DUPLICATE_KEYS = ("duplicated_values", "rows_involved")
+# Details the report lays out itself; any other detail is listed as it is.
+LAID_OUT_KEYS = (*DUPLICATE_KEYS, "allowed", "per_subset", "values", "subsets", "off")
+# The validator's schema checks (etl.quality.validation.schema_rules), shown as one row per table.
+SCHEMA_COLUMNS, SCHEMA_TYPE_PREFIX, SCHEMA_ROW = "schema_columns", "schema_type_", "schema"
 PROBLEMS_LIMIT = 12  # broken rules named in the verdict; all of them are in the table sections
 SAMPLE_LIMIT = 50  # offending keys shown per rule
 TEXT_LIMIT = 400  # characters of an observed value shown
@@ -88,7 +100,7 @@ def write_report(run: RunQuality, path) -> Path:
 
 def _verdict(run: RunQuality) -> str:
     verdict = run.verdict
-    counts = _status_counts(run.rules)
+    counts = _status_counts(rule for table in run.tables for rule, _ in _shown(table.rules))
     unpublished = [t for t in run.tables if not t.published]
     summary = (f"{_n(counts[FAIL_VERDICT])} failed, {_n(counts[WARN_VERDICT])} warned, "
                f"{_n(counts[PASS_VERDICT])} passed, on {_plural(len(run.tables), 'table')}")
@@ -112,7 +124,7 @@ def _verdict(run: RunQuality) -> str:
     if run.failure:
         out.append(f'<p class="failure"><strong>The build stopped:</strong> '
                    f"<span>{_e(run.failure)}</span></p>")
-    problems = [(t, r) for t in run.tables for r in _ordered(t.rules) if r.status != PASS_VERDICT]
+    problems = [(t, r) for t in run.tables for r, _ in _shown(t.rules) if r.status != PASS_VERDICT]
     if problems:
         out.append('<ul class="problems">')
         for table, rule in problems[:PROBLEMS_LIMIT]:
@@ -152,7 +164,7 @@ def _summary(run: RunQuality) -> str:
             "<th class=num>fail</th><th>verdict</th>",
             "</tr></thead>", "<tbody>"]
     for table in run.tables:
-        counts = _status_counts(table.rules)
+        counts = _status_counts(rule for rule, _ in _shown(table.rules))
         cells = [f"<td>{_e(table.layer)}</td>",
                  f'<td><a href="#{_table_anchor(table.table)}">{_e(table.table)}</a></td>',
                  f"<td class=num>{_e(_version(table.version))}</td>",
@@ -218,7 +230,7 @@ def _coverage(points: list[CoveragePoint], run_id: str) -> str:
 
 def _table_section(table: TableQuality) -> str:
     verdict = table.verdict
-    counts = _status_counts(table.rules)
+    counts = _status_counts(rule for rule, _ in _shown(table.rules))
     out = [f'<section class="table-section {_e(verdict)}" id="{_table_anchor(table.table)}" '
            f'data-table="{_e(table.table)}">',
            f'<h2><span class="layer">{_e(table.layer)}</span> {_e(table.table)} '
@@ -252,7 +264,7 @@ def _rules_table(table: TableQuality) -> str:
     out = ["<h3>Rules</h3>", '<table class="rules">',
            "<thead><tr><th>status</th><th>rule</th><th>what it asks</th><th>severity</th>"
            "<th>observed</th><th class=num>unexpected</th></tr></thead>", "<tbody>"]
-    for rule in _ordered(table.rules):
+    for rule, schema_checks in _shown(table.rules):
         status = rule.status
         attrs = (f'class="rule {_e(status)}" id="{_rule_anchor(table.table, rule.rule_id)}" '
                  f'data-rule-id="{_e(rule.rule_id)}" data-status="{_e(status)}" '
@@ -267,9 +279,9 @@ def _rules_table(table: TableQuality) -> str:
             f'<div class="expectation">{_e(rule.expectation)}</div></td>'
             f'<td class="severity">{_e(rule.severity)}'
             f'<div class="hint">{_e(SEVERITY_HINT.get(rule.severity, ""))}</div></td>'
-            f'<td class="observed">{_e(_fmt(rule.observed_value))}</td>'
+            f'<td class="observed">{_e(_observed(rule))}</td>'
             f'<td class="num unexpected">{_unexpected(rule)}</td></tr>')
-        extra = _rule_extra(rule)
+        extra = _schema_columns(schema_checks) if schema_checks else _rule_extra(rule)
         if extra:
             out.append(f'<tr class="rule-extra {_e(status)}" data-rule-id="{_e(rule.rule_id)}">'
                        f'<td></td><td colspan="5">{extra}</td></tr>')
@@ -277,8 +289,90 @@ def _rules_table(table: TableQuality) -> str:
     return "\n".join(out)
 
 
+def _shown(rules: list[RuleResult]) -> list[tuple[RuleResult, tuple[RuleResult, ...]]]:
+    """The rows of a rules table, broken first: each rule with no checks under it, except the schema
+    checks, which become one "schema matches the contract" row carrying them."""
+    checks = tuple(r for r in rules if r.rule_id == SCHEMA_COLUMNS or r.rule_id.startswith(SCHEMA_TYPE_PREFIX))
+    shown = [(rule, ()) for rule in rules if not any(rule is check for check in checks)]
+    if checks:
+        shown.insert(0, (_schema_row(checks), checks))
+    return sorted(shown, key=lambda item: STATUSES.index(item[0].status))
+
+
+def _schema_row(checks: tuple[RuleResult, ...]) -> RuleResult:
+    broken = [check for check in checks if not check.success]
+    failing = _failing_columns(checks)
+    description = "schema matches the contract"
+    if failing:
+        description += f" — failing: {', '.join(failing)}"
+    types = sum(1 for check in checks if check.rule_id.startswith(SCHEMA_TYPE_PREFIX))
+    expectations = sorted({check.expectation for check in checks})
+    return RuleResult(
+        table=checks[0].table, rule_id=SCHEMA_ROW, expectation=", ".join(expectations), description=description,
+        severity=FAIL if any(check.severity == FAIL for check in (broken or checks)) else WARN,
+        success=not broken, observed_value=f"{_plural(types, 'column')} checked" if not broken
+        else f"{_plural(len(broken), 'check')} broke")
+
+
+def _column_of(check: RuleResult) -> str:
+    return str((check.details or {}).get("column") or check.rule_id[len(SCHEMA_TYPE_PREFIX):])
+
+
+def _failing_columns(checks: tuple[RuleResult, ...]) -> list[str]:
+    """The columns a broken schema check names: a wrong type, or missing, extra or misplaced in the list."""
+    failing = []
+    for check in checks:
+        if check.success:
+            continue
+        if check.rule_id == SCHEMA_COLUMNS:
+            expected = list((check.details or {}).get("columns") or [])
+            found = check.observed_value if isinstance(check.observed_value, list) else []
+            differing = [c for c in expected if c not in found] + [c for c in found if c not in expected]
+            if not differing and expected and found:
+                differing = [e for e, f in zip(expected, found) if e != f]  # same columns, another order
+            failing += differing or ["column list"]
+        else:
+            failing.append(_column_of(check))
+    return list(dict.fromkeys(failing))
+
+
+def _schema_columns(checks: tuple[RuleResult, ...]) -> str:
+    """The contract's columns with their types and each check's status, folded unless a check broke."""
+    broken = any(not check.success for check in checks)
+    by_column = {_column_of(c): c for c in checks if c.rule_id.startswith(SCHEMA_TYPE_PREFIX)}
+    listing = next((c for c in checks if c.rule_id == SCHEMA_COLUMNS), None)
+    order = list((listing.details or {}).get("columns") or []) if listing else []
+    columns = order + [c for c in by_column if c not in order]
+    failing = _failing_columns(checks)
+    summary = f"{_plural(len(columns), 'column')} and their types"
+    if failing:
+        summary += f"; failing: {', '.join(failing)}"
+    out = [f'<details class="schema" data-columns="{len(columns)}"{" open" if broken else ""}>',
+           f"<summary>{_e(summary)}</summary>"]
+    if listing is not None:
+        state = "as the contract lists them" if listing.success else \
+            f"found {_fmt(listing.observed_value)}"
+        out.append(f'<p class="schema-list {_e(listing.status)}" data-status="{_e(listing.status)}">'
+                   f"column names and order: {_e(state)}</p>")
+    out += ['<table class="schema-columns">',
+            "<thead><tr><th class=num>#</th><th>column</th><th>contract type</th><th>status</th>"
+            "<th>observed</th></tr></thead>", "<tbody>"]
+    for index, column in enumerate(columns, 1):
+        check = by_column.get(column)
+        status = check.status if check else (PASS_VERDICT if column not in failing else FAIL_VERDICT)
+        kind = str((check.details or {}).get("type", "")) if check else ""
+        observed = "" if check is None or check.success else _fmt(check.observed_value, 120)
+        out.append(f'<tr class="schema-column {_e(status)}" data-column="{_e(column)}" data-type="{_e(kind)}" '
+                   f'data-status="{_e(status)}"><td class=num>{index}</td><td><code>{_e(column)}</code></td>'
+                   f"<td><code>{_e(kind or DASH)}</code></td>"
+                   f'<td><span class="badge {_e(status)}">{_e(status.upper())}</span></td>'
+                   f"<td>{_e(observed)}</td></tr>")
+    out += ["</tbody>", "</table>", "</details>"]
+    return "".join(out)
+
+
 def _rule_extra(rule: RuleResult) -> str:
-    """Duplicate figures, other details and the offending keys, under the rule's row."""
+    """Duplicate figures, completeness per subset, other details and the offending keys, under the rule's row."""
     parts = []
     details = dict(rule.details or {})
     if any(key in details for key in DUPLICATE_KEYS):
@@ -291,13 +385,21 @@ def _rule_extra(rule: RuleResult) -> str:
         if "rows_involved" in details:
             figures.append(f'<strong class="rows-involved">{_e(_fmt(details["rows_involved"]))}'
                            "</strong> rows involved")
+        if isinstance(details.get("allowed"), int):
+            figures.append(f'<span class="allowed">{_e(allowance(details["allowed"]))}</span>')
         parts.append(f'<p class="dup-figures"{attrs}>' + " \u00b7 ".join(figures) + "</p>")
-    others = {k: v for k, v in details.items() if k not in DUPLICATE_KEYS}
+    if isinstance(details.get("per_subset"), dict) and details["per_subset"]:
+        parts.append(_duplicates_per_subset(details["per_subset"]))
+    if isinstance(details.get("subsets"), list):
+        parts.append(_completeness(details["subsets"]))
+    others = {k: v for k, v in details.items() if k not in LAID_OUT_KEYS}
     if others:
         parts.append('<dl class="details">' + "".join(
             f'<div><dt>{_e(str(key).replace("_", " "))}</dt><dd>{_e(_fmt(value))}</dd></div>'
             for key, value in others.items()) + "</dl>")
-    if rule.sample:
+    if isinstance(details.get("values"), list) and details["values"]:
+        parts.append(_duplicated_values(details["values"], details.get("duplicated_values")))
+    elif rule.sample:
         sample = list(rule.sample)
         shown = sample[:SAMPLE_LIMIT]
         if any(key in details for key in DUPLICATE_KEYS):
@@ -310,6 +412,72 @@ def _rule_extra(rule: RuleResult) -> str:
                      '<ul class="sample">' + "".join(f"<li><code>{_e(_fmt(item, 200, key=True))}</code></li>"
                                                      for item in shown) + "</ul></div>")
     return "".join(parts)
+
+
+def _duplicates_per_subset(per_subset: dict) -> str:
+    """OpenDataLab's duplicate table: per subset, the values held by more than one of its rows."""
+    out = ['<table class="dup-subsets">',
+           "<thead><tr><th>subset</th><th class=num>duplicated values</th><th class=num>rows involved</th>"
+           "<th class=num>rows beyond one per value</th></tr></thead>", "<tbody>"]
+    for subset, figures in per_subset.items():
+        values, rows = int(figures.get("duplicated_values", 0)), int(figures.get("rows_involved", 0))
+        out.append(f'<tr data-subset="{_e(subset)}" data-duplicated-values="{values}" data-rows-involved="{rows}">'
+                   f"<td>{_e(subset)}</td><td class=num>{_n(values)}</td><td class=num>{_n(rows)}</td>"
+                   f"<td class=num>{_n(rows - values)}</td></tr>")
+    out += ["</tbody>", "</table>"]
+    return "".join(out)
+
+
+def _duplicated_values(values: list, total: Any) -> str:
+    """The duplicated values with the most rows, each with its key columns (its subset among them)."""
+    columns = [key for key in values[0] if key != "rows"]
+    shown = values[:SAMPLE_LIMIT]
+    of = f" (the first {len(shown)} of {_fmt(total)})" if isinstance(total, int) and total > len(shown) else ""
+    out = [f'<div class="dup-values-block"><span class="sample-label">duplicated values with the most rows'
+           f"{_e(of)}:</span>", '<table class="dup-values">',
+           "<thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "<th class=num>rows</th></tr></thead>",
+           "<tbody>"]
+    for value in shown:
+        out.append(f'<tr data-rows="{int(value.get("rows", 0))}">'
+                   + "".join(f'<td data-column="{_e(c)}"><code>{_e(_fmt(value.get(c), 200, key=True))}</code></td>'
+                             for c in columns)
+                   + f'<td class=num>{_n(value.get("rows"))}</td></tr>')
+    out += ["</tbody>", "</table>", "</div>"]
+    return "".join(out)
+
+
+def _completeness(subsets: list) -> str:
+    """Each subset's rows beside its expected rows, and how many of its parts the table holds."""
+    out = ['<table class="completeness">',
+           "<thead><tr><th>subset</th><th class=num>expected rows</th><th class=num>rows</th>"
+           "<th class=num>difference</th><th class=num>share</th><th class=num>parts read</th>"
+           "<th>coverage</th></tr></thead>", "<tbody>"]
+    for item in subsets:
+        expected_parts = item.get("expected_parts")
+        whole, difference = bool(item.get("whole")), int(item["difference"])
+        state = "partial" if not whole else ("match" if difference == 0 else "off")
+        if not whole:
+            coverage = f"{_n(item['parts_read'])} of {_n(expected_parts)} parts ({_percent(100 * item['parts_read'] / expected_parts)}): reported, not judged"
+        elif difference == 0:
+            coverage = "every part; rows match"
+        else:
+            coverage = f"every part; {_fmt(abs(difference))} rows {'more' if difference > 0 else 'fewer'} than expected"
+        parts = f"{_n(item['parts_read'])} / {_n(expected_parts)}" if expected_parts is not None else _n(item["parts_read"])
+        attrs = "".join(f' data-{key.replace("_", "-")}="{_e(_plain(item.get(key), key=True))}"'
+                        for key in ("subset", "expected_rows", "rows", "difference", "share", "parts_read",
+                                    "expected_parts", "whole"))
+        out.append(f'<tr class="completeness-subset {state}"{attrs}>'
+                   f"<td>{_e(item['subset'])}</td><td class=num>{_n(item['expected_rows'])}</td>"
+                   f"<td class=num>{_n(item['rows'])}</td><td class=num>{_e(_signed(difference))}</td>"
+                   f"<td class=num>{_e(_percent(100 * float(item['share'])))}</td><td class=num>{parts}</td>"
+                   f"<td>{_e(coverage)}</td></tr>")
+    if len(subsets) > 1:
+        expected, rows = sum(int(i["expected_rows"]) for i in subsets), sum(int(i["rows"]) for i in subsets)
+        out.append(f'<tr class="total"><td>all</td><td class=num>{_n(expected)}</td><td class=num>{_n(rows)}</td>'
+                   f"<td class=num>{_e(_signed(rows - expected))}</td>"
+                   f"<td class=num>{_e(_percent(100 * rows / expected))}</td><td></td><td></td></tr>")
+    out += ["</tbody>", "</table>"]
+    return "".join(out)
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -361,6 +529,14 @@ def _plain(value: Any, key: bool = False) -> str:
         return str(value)
 
 
+def _observed(rule: RuleResult) -> str:
+    """The observed value; a completeness rule's is its share of the expected rows."""
+    value = rule.observed_value
+    if isinstance((rule.details or {}).get("subsets"), list) and isinstance(value, (int, float)):
+        return f"{_percent(100 * value)} of the expected rows"
+    return _fmt(value)
+
+
 def _unexpected(rule: RuleResult) -> str:
     if rule.unexpected_count is None and rule.unexpected_percent is None:
         return "\u2014"
@@ -380,6 +556,10 @@ def _figures_inline(rule: RuleResult) -> str:
         if "rows_involved" in details:
             bits.append(f"{_fmt(details['rows_involved'])} rows involved")
         return f' <span class="figures">({_e(", ".join(bits))})</span>'
+    if isinstance(details.get("subsets"), list) and details.get("off"):
+        off = [item for item in details["subsets"] if item.get("subset") in details["off"]]
+        text = "; ".join(f"{item['subset']}: {_signed(int(item['difference']))} rows" for item in off)
+        return f' <span class="figures">({_e(text)})</span>'
     if rule.unexpected_count is not None:
         text = f"{rule.unexpected_count:,} unexpected"
         if rule.unexpected_percent is not None:
@@ -401,6 +581,10 @@ def _histogram_caption(hist) -> str:
     if nulls and total + nulls:
         text += f" ({_e(_percent(100 * nulls / (total + nulls)))})"
     return text
+
+
+def _signed(value: int) -> str:
+    return f"{value:+,}".replace("-", "\u2212")
 
 
 def _percent(value: float) -> str:
@@ -441,11 +625,6 @@ def _status_counts(rules: Iterable[RuleResult]) -> dict[str, int]:
     for rule in rules:
         counts[rule.status] += 1
     return counts
-
-
-def _ordered(rules: list[RuleResult]) -> list[RuleResult]:
-    """Broken rules first (fail, warn, pass), otherwise in the suite's order."""
-    return sorted(rules, key=lambda rule: STATUSES.index(rule.status))
 
 
 def _duration(started: str, finished: str) -> Optional[str]:
@@ -544,6 +723,13 @@ td.observed { max-width: 320px; overflow-wrap: anywhere; }
 .expectation, .hint { color: var(--muted); font-size: 12px; }
 .percent { color: var(--muted); }
 .dup-figures { margin: 0 0 4px; }
+.allowed { color: var(--muted); }
+table.dup-subsets, table.dup-values, table.completeness { width: auto; min-width: 420px; background: #fff; }
+tr.completeness-subset.off td { color: var(--warn-ink); font-weight: 700; }
+details.schema summary { cursor: pointer; color: var(--muted); }
+details.schema[open] summary { color: var(--ink); font-weight: 600; }
+table.schema-columns { width: auto; min-width: 420px; background: #fff; }
+tr.schema-column.fail td { background: var(--fail-bg); }
 .dup-figures strong { font-size: 16px; }
 dl.details { display: flex; flex-wrap: wrap; gap: 2px 18px; margin: 0 0 4px; }
 dl.details dt { display: inline; color: var(--muted); }

@@ -95,6 +95,14 @@ class RunQuality:
         return verdict_of(self.rules)
 
 
+def allowance(limit: int) -> str:
+    """A duplicates rule's limit in words, for its description and the report: zero allows none."""
+    limit = int(limit)
+    if limit == 0:
+        return "none allowed"
+    return f"at most {limit:,} value{'' if limit == 1 else 's'} allowed"
+
+
 def verdict_of(rules: list[RuleResult]) -> str:
     statuses = {rule.status for rule in rules}
     if FAIL_VERDICT in statuses:
