@@ -48,7 +48,7 @@ def test_preset_export_counts_equal_matching_rows_and_layout_is_clean(built, run
     assert code == 0, stdout
     manifest = json.loads((out / "manifest.json").read_text())
     expected = expected_sd2(root)
-    assert manifest["totals"]["rows"] == expected.num_rows > 300
+    assert manifest["totals"]["rows"] == expected.num_rows > 300 and manifest["layout"] == "img2dataset"
     assert manifest["source"]["version"] == DeltaTable(str(root / "warehouse/dms/dms_laion_wide")).version()
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "manifest.json", "shards"]
     names = sorted(p.name for p in (out / "shards").iterdir())
