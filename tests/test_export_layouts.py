@@ -43,7 +43,7 @@ def built(tmp_path_factory):
     return root, config
 
 
-def export_args(config: Path, layout: str, out: Path) -> list[str]:
+def export_args(config: Path, layout: str, out: Path | str) -> list[str]:
     return ["export", "--config", str(config), "--where", WHERE, "--layout", layout,
             "--rows-per-shard", str(ROWS_PER_PART), "--out", str(out)]
 
@@ -240,6 +240,24 @@ def test_an_interrupted_opendatalab_export_resumes_to_the_same_parts(built, run_
     resumed, fresh = files_in(out), files_in(root / "opendatalab")
     assert without_usage(resumed.pop("manifest.json")) == without_usage(fresh.pop("manifest.json"))
     assert resumed == fresh
+
+
+def test_opendatalab_export_to_object_storage_holds_the_local_parts(built, run_cli, s3_env):
+    import boto3
+
+    root, config = built
+    client = boto3.client("s3", endpoint_url=s3_env)
+    client.create_bucket(Bucket="opendatalab")
+    args = export_args(config, "opendatalab", "s3://opendatalab/laion5b")
+    assert run_cli(*args)[0] == 0
+    listed = client.list_objects_v2(Bucket="opendatalab", Prefix="laion5b/")["Contents"]
+    objects = {o["Key"][len("laion5b/"):]: client.get_object(Bucket="opendatalab", Key=o["Key"])["Body"].read()
+               for o in listed}
+    local = files_in(root / "opendatalab")
+    assert without_usage(objects.pop("manifest.json")) == without_usage(local.pop("manifest.json"))
+    assert objects == local
+    code, stdout, _ = run_cli(*args)
+    assert code == 0 and "already complete, nothing written" in stdout
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

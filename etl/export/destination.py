@@ -151,7 +151,8 @@ def _another_export(manifest: Optional[dict], export_id: str, names: list[str]) 
     if manifest and manifest["export_id"] != export_id:
         source = manifest["source"]
         return (f"another export ({manifest.get('layout', DEFAULT_LAYOUT)} layout, {source['table']} version "
-                f"{source['version']} where {manifest['filter']['where']}, {manifest['rows_per_shard']} rows per shard)")
+                f"{source['version']} where {manifest['filter']['where']}, "
+                f"{manifest['rows_per_shard']} rows per shard)")
     return f"an unfinished export this one cannot resume ({_names(names)})"
 
 

@@ -159,13 +159,15 @@ def _stage(spark, config: Config, plan: ExportPlan, staging: Path) -> None:
     # The hash's top bits keep the hash order: within a group, buckets are ranges of the sort order.
     bucketed = rows.withColumn("_bucket", F.shiftright(F.col(HASH), 64 - layout.bucket_bits))
     counts = sorted((r[GROUP], r["_bucket"], r["count"]) for r in bucketed.groupBy(GROUP, "_bucket").count().collect())
+    # A group's parts are numbered from 0 in its folder; staged, all parts run on, a group's from `_first`.
     offsets, parts = [], []
     for group, buckets in itertools.groupby(counts, key=lambda count: count[0]):
         first_shard, in_group = len(parts), 0
         for _, bucket, count in buckets:
             offsets.append((group, bucket, in_group, first_shard))
             in_group += count
-        parts += [layout.part_name(group, part, plan.identity) for part in range(-(-in_group // request.rows_per_shard))]
+        part_count = -(-in_group // request.rows_per_shard)
+        parts += [layout.part_name(group, part, plan.identity) for part in range(part_count)]
     total = sum(count for _, _, count in counts)
     if total == 0:
         raise ExportError(f"no row of {source['table']} matches {request.filter.where}")
