@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from etl.export.shards import DEFAULT_COLUMNS
+from etl.export.layouts import DEFAULT_LAYOUT, LAYOUTS
 from etl.project.config import ENGINES, Config, ConfigError, load_config
 from etl.project.project import Project, load_project
 from etl.build.interrupts import EXIT_INTERRUPTED, RunInterrupted
@@ -74,19 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(dq)
     dq.add_argument("--tables", type=comma_list, help="comma-separated tables (default: every built table)")
 
-    export = commands.add_parser("export", help="write filtered wide-table shards for img2dataset")
+    export = commands.add_parser("export", help="write filtered wide-table parts for img2dataset or OpenDataLab")
     _add_config(export)
     chosen = export.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--preset", help="a filter preset from conf/presets.yaml (e.g. sd2, laion_art)")
     chosen.add_argument("--where", help="a boolean expression over the wide table's columns")
     export.add_argument("--out", required=True, help="export folder: local path or s3://bucket/prefix, empty or "
                         "holding this same export (rerun: nothing to do, or resume)")
-    export.add_argument("--rows-per-shard", type=positive_int, default=10_000, help="rows per shard (default: 10000)")
+    export.add_argument("--layout", choices=tuple(LAYOUTS), default=DEFAULT_LAYOUT,
+                        help="img2dataset: shards/part-NNNNN.parquet (URL, TEXT, --columns); opendatalab: "
+                             "laion5b-downloader's <subset>/part-NNNNN-<id>.parquet, one row per subset and hash; "
+                             "opendatalab-wide: every column under wide/file_name=<part>/ "
+                             f"(default: {DEFAULT_LAYOUT})")
+    export.add_argument("--rows-per-shard", type=positive_int, default=10_000,
+                        help="rows per shard or part (default: 10000)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace what earlier exports wrote in --out and keep every other file (default: refuse "
                              "a folder holding anything but this export)")
-    export.add_argument("--columns", type=comma_list, help="extra columns beside URL and TEXT "
-                        f"(default: {','.join(DEFAULT_COLUMNS)})")
+    export.add_argument("--columns", type=comma_list, help="img2dataset layout: extra columns beside URL and TEXT "
+                        f"(default: {','.join(LAYOUTS[DEFAULT_LAYOUT].default_columns)})")
 
     annotations = commands.add_parser(
         "annotations", help="mindone's Stable Diffusion training annotations (dir,text CSVs) for the rows with a "
@@ -304,7 +310,8 @@ def _export(args, project: Project, config: Config, submitted: bool) -> int:
         chosen = resolve_filter(args.preset, args.where, project.wide_table.contract.column_types,
                                 project.preset_files)
         request = ExportRequest(filter=chosen, out=args.out, rows_per_shard=args.rows_per_shard,
-                                columns=tuple(args.columns or DEFAULT_COLUMNS), overwrite=args.overwrite)
+                                columns=tuple(args.columns) if args.columns else None, layout=args.layout,
+                                overwrite=args.overwrite)
         plan = plan_export(project, config, request, pipeline_folders(config))
     except (FilterError, ExportError, DestinationError) as exc:
         raise ConfigError(str(exc)) from None
@@ -316,7 +323,7 @@ def _export(args, project: Project, config: Config, submitted: bool) -> int:
           f"({totals['bytes']:,} bytes) under {result.out}")
     print(f"filter: {result.manifest['filter']['where']}  ({result.manifest['source']['table']} version "
           f"{result.manifest['source']['version']})")
-    print(f"download: {result.manifest['img2dataset']}")
+    print(f"read with: {result.usage}")
     return EXIT_OK
 
 

@@ -35,7 +35,7 @@ SAIL_NOT_NULL = {
     "ods_laion_base": {"file_name", "subset"},
     "ods_laion_joined": {"file_name", "subset"},
     "ods_laion_aesthetic": {"source_rank", "source_name", "file_name", "subset"},
-    "dmd_image_path_suffix_aesthetics": {"file_name", "subset"},
+    "dmd_image_path_suffix_aesthetics": {"subset"},  # file_name is null in the rows of joined-only hashes
     "dms_laion_wide": {"file_name", "subset"},
     QUARANTINE: {"run_id", "file_name", "source_path", "ods_table", "subset"},
 }

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 from etl.ingest.storage import is_within, normal_location
+from etl.export.layouts import DEFAULT_LAYOUT, SHARDS_DIR
 from etl.export.object_store import ExportTarget
 from etl.project.config import is_remote
 
-SHARDS_DIR, MANIFEST, SUCCESS, STAGING_DONE = "shards", "manifest.json", "_SUCCESS", "_STAGED"
+MANIFEST, SUCCESS, STAGING_DONE = "manifest.json", "_SUCCESS", "_STAGED"
 LOCAL_STAGING = "_staging"
 ANY_EXPORT = (SUCCESS, f"{MANIFEST}.partial", f"{SUCCESS}.partial")  # written by whichever export is there
-SHARD_NAME = re.compile(rf"{SHARDS_DIR}/part-(\d{{5,}})\.parquet")
 EXPORT_ID = re.compile(r"[0-9a-f]{16}")
 STAGED_ELSEWHERE = "staged elsewhere"  # owns S3 shards whose staging this machine does not hold
 NAMES_SHOWN = 5
@@ -103,15 +103,15 @@ def claim(target: ExportTarget, out: str, export_id: str, overwrite: bool) -> No
                                "to replace it, or choose another folder")
 
 
-def _staged_exports(root: Path) -> dict[str, int]:
-    """Export id -> shards it planned (0 while the engine is still staging them)."""
+def _staged_exports(root: Path) -> dict[str, set[str]]:
+    """Export id -> the part names it planned (none while the engine is still staging them)."""
     if not root.is_dir():
         return {}
     staged = {}
     for folder in root.iterdir():
         if folder.is_dir() and EXPORT_ID.fullmatch(folder.name):
             done = folder / STAGING_DONE
-            staged[folder.name] = json.loads(done.read_text())["shards"] if done.is_file() else 0
+            staged[folder.name] = set(json.loads(done.read_text())["parts"]) if done.is_file() else set()
     return staged
 
 
@@ -124,23 +124,23 @@ def _export_manifest(target: ExportTarget) -> Optional[dict]:
     return manifest if is_export else None
 
 
-def _sort(target: ExportTarget, manifest: Optional[dict], staged: Mapping[str, int],
+def _sort(target: ExportTarget, manifest: Optional[dict], staged: Mapping[str, set[str]],
           staging_inside: bool) -> tuple[dict[str, Optional[str]], list[str]]:
     """The files an export wrote, each with the id of the export that wrote it (None: any export),
     and the files no export wrote."""
     listed = {shard["name"] for shard in manifest["shards"]} if manifest else set()
     owners, foreign = {}, []
     for name in target.list_files():
-        shard, parts = SHARD_NAME.fullmatch(name), name.split("/", 2)
+        parts = name.split("/", 2)
         if name in ANY_EXPORT:
             owners[name] = None
         elif manifest and (name == MANIFEST or name in listed):
             owners[name] = manifest["export_id"]
         elif staging_inside and len(parts) == 3 and parts[0] == LOCAL_STAGING and parts[1] in staged:
             owners[name] = parts[1]
-        elif shard and (planners := [staged_id for staged_id, planned in staged.items() if int(shard[1]) < planned]):
+        elif planners := [staged_id for staged_id, planned in staged.items() if name in planned]:
             owners[name] = planners[0]
-        elif shard and target.export_written(name):
+        elif name.endswith(".parquet") and target.export_written(name):
             owners[name] = STAGED_ELSEWHERE
         else:
             foreign.append(name)
@@ -150,7 +150,8 @@ def _sort(target: ExportTarget, manifest: Optional[dict], staged: Mapping[str, i
 def _another_export(manifest: Optional[dict], export_id: str, names: list[str]) -> str:
     if manifest and manifest["export_id"] != export_id:
         source = manifest["source"]
-        return (f"another export ({source['table']} version {source['version']} where {manifest['filter']['where']}, "
+        return (f"another export ({manifest.get('layout', DEFAULT_LAYOUT)} layout, {source['table']} version "
+                f"{source['version']} where {manifest['filter']['where']}, "
                 f"{manifest['rows_per_shard']} rows per shard)")
     return f"an unfinished export this one cannot resume ({_names(names)})"
 

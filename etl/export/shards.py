@@ -1,18 +1,19 @@
-"""Export filtered wide-table rows as parquet shards that img2dataset reads as they are.
+"""Export filtered wide-table rows as parquet parts a consumer reads as they are.
 
-Layout (the design's "Export layout"): `<out>/shards/part-00000.parquet …` (img2dataset's
-`--url_list <out>/shards`), `<out>/manifest.json`, `<out>/_SUCCESS`; nothing else where
-img2dataset globs. Columns: `URL`, `TEXT` and the chosen extra columns.
+What the rows, columns and part names are is the layout's (etl.export.layouts: img2dataset's
+`shards/part-00000.parquet`, OpenDataLab's per-subset parts and their partitioned wide table);
+everything else is here, once for every layout: `<out>/manifest.json`, `<out>/_SUCCESS` last.
 
-Determinism without collecting rows: the rows are ordered by (hash, URL, TEXT, extra columns);
-the driver collects only row counts per hash bucket (the top bits of the hash), turns them into
-offsets, and the engine numbers rows within buckets, so every row's global index — hence its
-shard, `index // rows_per_shard` — is the same in every run over the same table version. The
-engine writes one file per shard into a staging folder; they are then renamed (or uploaded with
-boto3 for `s3://`) to their final zero-padded names, the manifest is written, `_SUCCESS` last.
+Determinism without collecting rows: the layout orders its rows by a total order starting with the
+hash; the driver collects only row counts per group (the layout's folder) and hash bucket (the top
+bits of the hash), turns them into offsets, and the engine numbers rows within buckets, so every
+row's index within its group — hence its part, `index // rows_per_shard` — is the same in every run
+over the same table version. The engine writes one file per part into a staging folder; they are
+then renamed (or uploaded with boto3 for `s3://`) to their final names, the manifest is written,
+`_SUCCESS` last.
 
-Re-running the same export (same table version, filter, columns and shard size) is a no-op; an
-interrupted one resumes: a complete staging folder is not rewritten, finished shards are kept.
+Re-running the same export (same table version, layout, filter, columns and part size) is a no-op;
+an interrupted one resumes: a complete staging folder is not rewritten, finished parts are kept.
 Everything that can refuse an export (the request, the destination: etl.export.destination) is
 decided before any engine starts, and the table version is fixed then.
 """
@@ -20,6 +21,7 @@ decided before any engine starts, and the table version is fixed then.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import shutil
@@ -31,10 +33,10 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from etl.project.config import Config
-from etl.export.destination import (MANIFEST, SHARDS_DIR, STAGING_DONE, SUCCESS, check_out, claim, discard_staging,
-                                    staging_root)
+from etl.export.destination import MANIFEST, STAGING_DONE, SUCCESS, check_out, claim, discard_staging, staging_root
 from etl.engine.paths import engine_path
 from etl.export.filters import ResolvedFilter
+from etl.export.layouts import DEFAULT_LAYOUT, GROUP, HASH, LAYOUTS, Layout
 from etl.export.object_store import ExportTarget, file_stats, target_for
 from etl.progress import step
 from etl.project.project import Project
@@ -44,8 +46,6 @@ from etl.warehouse.store import table_store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COLUMNS = ("similarity", "hash", "punsafe", "pwatermark", "aesthetic_score", "language")
-BUCKET_BITS = 12  # 4,096 hash buckets: small enough to collect, fine enough to spread the work
 SHARD_COLUMN = "_shard"
 
 
@@ -58,7 +58,8 @@ class ExportRequest:
     filter: ResolvedFilter
     out: str
     rows_per_shard: int
-    columns: tuple[str, ...]
+    columns: Optional[tuple[str, ...]] = None  # extra columns (img2dataset layout); None: its default
+    layout: str = DEFAULT_LAYOUT
     overwrite: bool = False  # replace what earlier exports wrote in `out`
 
 
@@ -66,6 +67,9 @@ class ExportRequest:
 class ExportPlan:
     """An export fixed before any engine starts: what was asked, the table version it reads, its id."""
     request: ExportRequest
+    layout: Layout
+    wide_columns: tuple[str, ...]  # the wide table's, in contract order
+    extras: tuple[str, ...]  # the chosen extra columns, for the layouts that take them
     source: dict
     identity: str
 
@@ -77,26 +81,37 @@ class ExportResult:
     shards: int
     skipped: bool  # the same export was already complete
     manifest: dict
+    usage: str  # how the layout's consumer reads it
 
 
 def plan_export(project: Project, config: Config, request: ExportRequest,
                 pipeline_folders: Mapping[str, str]) -> ExportPlan:
     """Check the request, fix the table version and claim the destination: every refusal happens
     here, before any engine starts. The export stays out of `pipeline_folders` (folder -> what it is)."""
-    validate_request(project, config, request, pipeline_folders)
+    layout = validate_request(project, config, request, pipeline_folders)
     path = project.wide_table.path(config)
     source = {"table": f"{DATABASE}.{project.wide_table.name}", "path": path, "format": config.format,
               "version": table_store(config).version(path)}
-    plan = ExportPlan(request, source, export_id(source, request))
+    chosen = request.columns if request.columns is not None else layout.default_columns
+    extras = tuple(c for c in chosen if c not in ("url", "text"))
+    identity = export_id(source, request, layout, chosen)
+    plan = ExportPlan(request, layout, tuple(project.wide_table.contract.column_types), extras, source, identity)
     claim(target_for(request.out, S3Settings.from_config(config)), request.out, plan.identity, request.overwrite)
     return plan
 
 
 def validate_request(project: Project, config: Config, request: ExportRequest,
-                     pipeline_folders: Mapping[str, str]) -> None:
-    """Refuse a bad request before any engine starts."""
+                     pipeline_folders: Mapping[str, str]) -> Layout:
+    """Refuse a bad request before any engine starts; the layout it asks for."""
+    layout = LAYOUTS.get(request.layout)
+    if layout is None:
+        raise ExportError(f"--layout: unknown layout {request.layout!r} (known: {', '.join(LAYOUTS)})")
+    if request.columns is not None and not layout.takes_columns:
+        raise ExportError(f"--columns: the {layout.name} layout has fixed columns "
+                          f"({', '.join(layout.columns(project.wide_table.contract.column_types, ()))}); "
+                          f"--columns chooses those of the {DEFAULT_LAYOUT} layout")
     wide = project.wide_table.contract.column_types
-    unknown = [c for c in request.columns if c not in wide]
+    unknown = [c for c in request.columns or () if c not in wide]
     if unknown:
         raise ExportError(f"--columns: unknown column {unknown[0]!r} (known: {', '.join(sorted(wide))})")
     if request.rows_per_shard < 1:
@@ -105,72 +120,85 @@ def validate_request(project: Project, config: Config, request: ExportRequest,
     path = project.wide_table.path(config)
     if not table_store(config).exists(path):
         raise ExportError(f"{DATABASE}.{project.wide_table.name} is not built yet at {path}: run build first")
+    return layout
 
 
-def export_id(source: dict, request: ExportRequest) -> str:
-    """Names one export: same table version, filter, columns and shard size, same id."""
-    key = json.dumps({"source": source, "where": request.filter.where, "columns": list(request.columns),
-                      "rows_per_shard": request.rows_per_shard}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def export_id(source: dict, request: ExportRequest, layout: Layout, columns: Sequence[str]) -> str:
+    """Names one export: same table version, layout, filter, columns and part size, same id. The
+    default layout leaves itself out of the key, so exports made before layouts existed keep their id
+    (a rerun into their folder is still a no-op, not "another export")."""
+    identity = {"source": source, "where": request.filter.where, "columns": list(columns),
+                "rows_per_shard": request.rows_per_shard}
+    if layout.name != DEFAULT_LAYOUT:
+        identity["layout"] = layout.name
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def export_shards(spark, config: Config, plan: ExportPlan) -> ExportResult:
-    request, source, identity = plan.request, plan.source, plan.identity
+    request, source, identity, layout = plan.request, plan.source, plan.identity, plan.layout
     target = target_for(request.out, S3Settings.from_config(config))
     existing = target.read_json(MANIFEST)  # the destination is claimed: a manifest there is this export's
     if existing and target.exists(SUCCESS):
         log.info("%s already holds this export (%s); nothing to do", request.out, identity)
-        return ExportResult(request.out, existing["totals"]["rows"], existing["totals"]["shards"], True, existing)
+        return ExportResult(request.out, existing["totals"]["rows"], existing["totals"]["shards"], True, existing,
+                            existing[layout.usage_key])
     staging = staging_root(request.out) / identity
     if not (staging / STAGING_DONE).exists():
-        with step(f"[export] writing shards of {source['table']} where {request.filter.where}"):
-            _stage(spark, config, source, request, staging)
-    with step(f"[export] publishing shards to {request.out}"):
+        with step(f"[export] writing {layout.name} parts of {source['table']} where {request.filter.where}"):
+            _stage(spark, config, plan, staging)
+    with step(f"[export] publishing parts to {request.out}"):
         shards = _publish(target, staging)
-    manifest = _manifest(identity, source, request, shards)
+    manifest = _manifest(plan, shards)
     target.write_bytes(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     target.write_bytes(SUCCESS, b"")
     discard_staging(staging.parent, [identity])
-    return ExportResult(request.out, manifest["totals"]["rows"], len(shards), False, manifest)
+    return ExportResult(request.out, manifest["totals"]["rows"], len(shards), False, manifest,
+                        manifest[layout.usage_key])
 
 
-def _stage(spark, config: Config, source: dict, request: ExportRequest, staging: Path) -> None:
-    extras = [c for c in request.columns if c not in ("url", "text")]
-    rows = (table_store(config).read(spark, source["path"], source["version"]).filter(request.filter.where)
-            .select(F.col("url").alias("URL"), F.col("text").alias("TEXT"), *extras, F.col("hash").alias("_hash")))
-    order = ["_hash", "URL", "TEXT"] + [c for c in extras if c != "hash"]
-    # The hash's top bits keep the hash order: buckets are ranges of the sort order.
-    bucketed = rows.withColumn("_bucket", F.shiftright(F.col("_hash"), 64 - BUCKET_BITS))
-    counts = sorted((r["_bucket"], r["count"]) for r in bucketed.groupBy("_bucket").count().collect())
-    offsets, total = [], 0
-    for bucket, count in counts:
-        offsets.append((bucket, total))
-        total += count
+def _stage(spark, config: Config, plan: ExportPlan, staging: Path) -> None:
+    request, source, layout = plan.request, plan.source, plan.layout
+    wide = table_store(config).read(spark, source["path"], source["version"]).filter(request.filter.where)
+    rows = layout.rows(wide, plan.wide_columns, plan.extras)
+    # The hash's top bits keep the hash order: within a group, buckets are ranges of the sort order.
+    bucketed = rows.withColumn("_bucket", F.shiftright(F.col(HASH), 64 - layout.bucket_bits))
+    counts = sorted((r[GROUP], r["_bucket"], r["count"]) for r in bucketed.groupBy(GROUP, "_bucket").count().collect())
+    # A group's parts are numbered from 0 in its folder; staged, all parts run on, a group's from `_first`.
+    offsets, parts = [], []
+    for group, buckets in itertools.groupby(counts, key=lambda count: count[0]):
+        first_shard, in_group = len(parts), 0
+        for _, bucket, count in buckets:
+            offsets.append((group, bucket, in_group, first_shard))
+            in_group += count
+        part_count = -(-in_group // request.rows_per_shard)
+        parts += [layout.part_name(group, part, plan.identity) for part in range(part_count)]
+    total = sum(count for _, _, count in counts)
     if total == 0:
         raise ExportError(f"no row of {source['table']} matches {request.filter.where}")
-    in_bucket = Window.partitionBy("_bucket").orderBy(*[F.col(c).asc_nulls_first() for c in order])
-    numbered = (bucketed.join(F.broadcast(spark.createDataFrame(offsets, "_bucket bigint, _offset bigint")), "_bucket")
+    in_bucket = Window.partitionBy(GROUP, "_bucket").orderBy(
+        *[F.col(c).asc_nulls_first() for c in layout.order(plan.wide_columns, plan.extras)])
+    offsets_frame = spark.createDataFrame(offsets, f"{GROUP} string, _bucket bigint, _offset bigint, _first bigint")
+    numbered = (bucketed.join(F.broadcast(offsets_frame), [GROUP, "_bucket"])
                 .withColumn("_index", F.col("_offset") + F.row_number().over(in_bucket) - 1)
-                .withColumn(SHARD_COLUMN, F.floor(F.col("_index") / F.lit(request.rows_per_shard)).cast("bigint")))
-    shard_count = -(-total // request.rows_per_shard)
+                .withColumn(SHARD_COLUMN, (F.col("_first") + F.floor(F.col("_index") / F.lit(request.rows_per_shard)))
+                            .cast("bigint")))
     shutil.rmtree(staging, ignore_errors=True)
-    (numbered.repartition(shard_count, SHARD_COLUMN)
+    (numbered.repartition(len(parts), SHARD_COLUMN)
      .sortWithinPartitions(SHARD_COLUMN, "_index")
-     .drop("_bucket", "_offset", "_index", "_hash")
+     .drop("_bucket", "_offset", "_first", "_index", HASH, GROUP)
      .write.partitionBy(SHARD_COLUMN).parquet(engine_path(str(staging))))
-    (staging / STAGING_DONE).write_text(json.dumps({"rows": total, "shards": shard_count}))
+    (staging / STAGING_DONE).write_text(json.dumps({"rows": total, "parts": parts}))
 
 
 def _publish(target: ExportTarget, staging: Path) -> list[dict]:
-    """Move each staged shard to its final name; shards already in place (a resumed run) stay."""
+    """Move each staged part to its final name; parts already in place (a resumed run) stay."""
     planned = json.loads((staging / STAGING_DONE).read_text())
     shards = []
-    for shard in range(planned["shards"]):
-        name = f"{SHARDS_DIR}/part-{shard:05d}.parquet"
+    for shard, name in enumerate(planned["parts"]):
         folder = staging / f"{SHARD_COLUMN}={shard}"
         files = sorted(folder.glob("*.parquet")) if folder.exists() else []
         if len(files) > 1:
-            raise ExportError(f"{folder}: the engine split shard {shard} into {len(files)} files; "
+            raise ExportError(f"{folder}: the engine split part {name} into {len(files)} files; "
                               "use a smaller --rows-per-shard")
         if files:
             stats = file_stats(files[0])
@@ -178,26 +206,24 @@ def _publish(target: ExportTarget, staging: Path) -> list[dict]:
         else:
             stats = target.stats(name)
             if stats is None:
-                raise ExportError(f"shard {shard} is neither staged nor published; rerun the export")
+                raise ExportError(f"part {name} is neither staged nor published; rerun the export")
         shards.append({"name": name, **stats})
     return shards
 
 
-def _manifest(identity: str, source: dict, request: ExportRequest, shards: list[dict]) -> dict:
-    out = request.out.rstrip("/")
-    extras = [c for c in request.columns if c not in ("url", "text")]
+def _manifest(plan: ExportPlan, shards: list[dict]) -> dict:
+    request, layout = plan.request, plan.layout
     return {
-        "export_id": identity,
+        "export_id": plan.identity,
+        "layout": layout.name,
         "filter": {"name": request.filter.name, "where": request.filter.where},
-        "source": source,
-        "columns": ["URL", "TEXT", *extras],
+        "source": plan.source,
+        "columns": layout.columns(plan.wide_columns, plan.extras),
         "rows_per_shard": request.rows_per_shard,
         "shards": shards,
         "totals": {"rows": sum(s["rows"] for s in shards), "shards": len(shards),
                    "bytes": sum(s["bytes"] for s in shards)},
-        "img2dataset": (f"img2dataset --url_list {out}/{SHARDS_DIR} --input_format parquet --url_col URL "
-                        f"--caption_col TEXT --save_additional_columns '{json.dumps(extras)}' "
-                        "--output_format webdataset --disable_all_reencoding True --output_folder <images>"),
+        layout.usage_key: layout.usage(request.out.rstrip("/"), plan.extras),
     }
 
 
