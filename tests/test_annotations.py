@@ -73,7 +73,7 @@ def downloaded(tmp_path_factory, img2dataset_bin):
                                  "LICENSE": ["?"] * count, "NSFW": ["UNLIKELY"] * count,
                                  "similarity": [0.3] * count}), root / "sources/base/part-00000.parquet")
         pq.write_table(joined_table(samples), root / "sources/joined/part-00000.parquet")
-        # img2dataset's input as `laion-etl export` writes it (tests/test_roundtrip.py runs that loop).
+        # img2dataset's input as `laion-etl export` writes it (tests/test_readme.py runs that loop).
         (root / "url_list").mkdir()
         pq.write_table(joined_table(samples).select(["URL", "TEXT", "hash"]), root / "url_list/part-00000.parquet")
         subprocess.run(
