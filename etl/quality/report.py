@@ -88,7 +88,7 @@ def write_report(run: RunQuality, path) -> Path:
 @lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
     # Read through importlib.resources: the templates are package data, also inside the --py-files zip.
-    folder = resources.files("etl.quality").joinpath("templates")
+    folder = resources.files("etl.quality.templates")
     environment = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: folder.joinpath(name).read_text(encoding="utf-8")),
         autoescape=True, finalize=_escaped, undefined=jinja2.StrictUndefined, trim_blocks=True,
