@@ -470,7 +470,8 @@ def one_of_everything() -> RunQuality:
 
 def test_counts_of_one_are_singular():
     text = squash(parse(render_report(one_of_everything())).root.text())
-    for phrase in ("on 1 table; 1 table not published", "1 duplicated value · 1 row involved · at most 1 value allowed",
+    for phrase in ("on 1 table; 1 table not published",
+                   "1 duplicated value · 1 row involved · at most 1 value allowed",
                    "(1 duplicated value, 1 row involved)", "(laion2B-en: −1 row)", "1 check broke",
                    "1 column and its type", "every part; 1 row fewer than expected", "0 of 1 part (",
                    "1 row could not be accepted", "1 run; the last point", "1 value in 1 bin"):
@@ -651,7 +652,8 @@ def intersect(a, b) -> bool:
 
 
 def test_browser_coverage_labels_and_legend_never_overlap(tmp_path):
-    figures = "".join(f"<figure>{coverage_svg(points, id_prefix=name)}</figure>" for name, points in COVERAGE_CASES.items())
+    figures = "".join(f"<figure>{coverage_svg(points, id_prefix=name)}</figure>"
+                      for name, points in COVERAGE_CASES.items())
     boxes = measured(tmp_path, f"<!DOCTYPE html><html><body>{figures}</body></html>", MEASURE_SVG_GROUPS, 1200)
     for name, points in COVERAGE_CASES.items():
         labels = {int(key.rsplit("-", 1)[1]): box for key, box in boxes.items() if key.startswith(f"{name}-xlabel-")}

@@ -74,7 +74,8 @@ def histogram_svg(hist: Histogram, *, id_prefix: str = "hist", width: float = 5.
         ax.set_axisbelow(True)
         ax.set_xlabel(_plain(hist.column))
         ax.set_ylabel("rows")
-        ax.set_title(_plain(f"{hist.column}: {total:,} value{'' if total == 1 else 's'}, {hist.nulls:,} null"), loc="left")
+        values = "value" if total == 1 else "values"
+        ax.set_title(_plain(f"{hist.column}: {total:,} {values}, {hist.nulls:,} null"), loc="left")
         fig.tight_layout()
         return _svg(fig, id_prefix)
 

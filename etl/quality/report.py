@@ -132,7 +132,7 @@ def _page(run: RunQuality) -> dict:
         "rule_counts": rule_counts,
         "failure": run.failure,
         "problems": [{"status": rule.status, "anchor": _rule_anchor(table.table, rule.rule_id), "table": table.table,
-                      "rule_id": _id_parts(rule.rule_id), "description": rule.description,
+                      "rule_id_parts": _id_parts(rule.rule_id), "description": rule.description,
                       "figures": _figures_inline(rule)} for table, rule in problems[:PROBLEMS_LIMIT]],
         "more_problems": _n(len(problems) - PROBLEMS_LIMIT) if len(problems) > PROBLEMS_LIMIT else None,
         "facts": [{"name": name, "value": value, "code": code} for name, value, code in facts],
@@ -171,7 +171,8 @@ def _summary_row(table: TableQuality, shown: list, validated_only: bool) -> dict
     return {"table": table.table, "layer": table.layer, "anchor": _table_anchor(table.table),
             "version": _version(table.version), "rows": _n(table.rows), "verdict": table.verdict,
             "state": _state(table, validated_only),
-            "counts": [{"status": status, "count": _n(counts[status]), "hot": bool(counts[status]) and status != PASS_VERDICT}
+            "counts": [{"status": status, "count": _n(counts[status]),
+                        "hot": bool(counts[status]) and status != PASS_VERDICT}
                        for status in (PASS_VERDICT, WARN_VERDICT, FAIL_VERDICT)]}
 
 
@@ -230,7 +231,7 @@ def _rule_row(table: TableQuality, rule: RuleResult, schema_checks: tuple) -> di
         unexpected = {"count": _n(rule.unexpected_count) if rule.unexpected_count is not None else DASH,
                       "percent": None if rule.unexpected_percent is None else _percent(rule.unexpected_percent)}
     return {"status": rule.status, "anchor": _rule_anchor(table.table, rule.rule_id), "rule_id": rule.rule_id,
-            "id_parts": _id_parts(rule.rule_id), "severity": rule.severity,
+            "rule_id_parts": _id_parts(rule.rule_id), "severity": rule.severity,
             "hint": SEVERITY_HINT.get(rule.severity, ""), "description": rule.description,
             "expectation": rule.expectation, "observed": _observed(rule), "unexpected": unexpected,
             "unexpected_plain": None if rule.unexpected_count is None else int(rule.unexpected_count),
