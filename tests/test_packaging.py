@@ -59,11 +59,17 @@ def run(command: list[str], cwd: Path, env: dict | None = None) -> str:
     return done.stdout
 
 
+REPORT_TEMPLATES = {"etl/quality/templates/report.html.j2", "etl/quality/templates/report.css"}
+
+
 def user_run(laion_etl: list[str], folder: Path, env: dict | None = None) -> None:
     """What a user does in an empty folder: synthetic sources, a config of their own, build, export."""
     run([*laion_etl, "synth", "--out", "sources", "--rows", "3000", "--seed", "7", "--images", "files"], folder, env)
     (folder / "conf.yaml").write_text(USER_CONFIG)
     run([*laion_etl, "build", "--config", "conf.yaml"], folder, env)
+    # the build's report, rendered from the template the package carries, with its stylesheet inlined
+    report = (folder / "warehouse" / "reports" / "latest.html").read_text(encoding="utf-8")
+    assert report.startswith("<!DOCTYPE html>") and 'id="verdict"' in report and ".rule-name" in report
     run([*laion_etl, "export", "--config", "conf.yaml", "--where", "punsafe < 0.5", "--out", "export"], folder, env)
     wide = read_delta(folder / "warehouse" / "dms" / "dms_laion_wide")
     assert wide.num_rows > 0 and set(wide.column("subset").to_pylist()) == {"laion2B-en", "laion1B-nolang"}
@@ -88,6 +94,7 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_works_from_any_folder(tmp_pat
     names = zipfile.ZipFile(wheel).namelist()
     assert "etl/_project/sql/dms/dms_laion_wide.sql" in names and "etl/_project/conf/layers.yaml" in names
     assert "etl/_project/jobs/build.py" in names
+    assert REPORT_TEMPLATES <= set(names), "the report's template and stylesheet ship in the wheel"
     python = fresh_venv(tmp_path / "venv")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
         tmp_path)
@@ -109,6 +116,7 @@ def test_the_py_files_zip_works_from_any_folder(tmp_path: Path):
     first = archive.read_bytes()
     run([sys.executable, "-m", "etl.cli", "package-zip", "--out", str(archive)], REPO)
     assert archive.read_bytes() == first, "the zip must be byte-stable for the same code"
+    assert REPORT_TEMPLATES <= set(zipfile.ZipFile(archive).namelist()), "the report's template and stylesheet ship"
     python = fresh_venv(tmp_path / "venv")
     folder = tmp_path / "elsewhere"
     folder.mkdir()

@@ -212,6 +212,9 @@ def test_dq_command_validates_without_rebuilding(synth_run, run_cli):
     assert code == 0 and "verdict: WARN" in out and "duplicate_sample_id" in out
     assert DeltaTable(str(root / "warehouse/dms/dms_laion_wide")).version() == version
     assert runs(root / "warehouse")[-1]["status"] == "succeeded"
+    page = report(runs(root / "warehouse")[-1])  # says validated, never published: a dq run publishes nothing
+    assert page.find(id="verdict").attrs["data-command"] == "dq"
+    assert page.find("section", data_table="dms_laion_wide").find_all(cls="validated") and not page.find_all(cls="published")
     code, _, err = run_cli("dq", "--config", str(config), "--tables", "nope")
     assert code == 2 and "--tables: unknown table 'nope'" in err
 

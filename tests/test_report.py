@@ -3,6 +3,7 @@ and the page as headless Chromium (Debian's `chromium`) renders it: verdict, fig
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -417,6 +418,69 @@ def test_report_and_plots_are_deterministic(run, tmp_path):
         histogram_svg(Histogram("x", (0.0, 1.0), (1, 2)))
 
 
+def test_a_dq_run_says_validated_and_a_build_published():
+    dq = dq_run()
+    dq.command = "dq"
+    for table in dq.tables:
+        table.published = True  # what execute_dq records: the current version stays current
+    dom = parse(render_report(dq)).root
+    verdict = dom.find(id="verdict")
+    assert verdict.attrs["data-command"] == "dq"
+    assert squash(verdict.find("p", cls="verdict-meaning").text()) == (
+        "A blocking rule broke. This dq run validated the current versions; it rebuilt and published nothing.")
+    summary = dom.find(id="summary")
+    assert [squash(th.text()) for th in summary.find_all("th")][4] == "validated"
+    assert [squash(td.text()) for tr in summary.find_all("tr", cls="table-row") for td in tr.find_all("td")][4::9] == \
+        ["validated", "validated"]
+    for section in dom.find_all("section", cls="table-section"):
+        facts = {squash(div.find("dt").text()): squash(div.find("dd").text()) for div in section.find_all("div")
+                 if div.parent.tag == "dl" and "table-facts" in div.parent.classes}
+        assert facts["this run"] == "validated, not rebuilt" and "published" not in facts
+    assert not dom.find_all(cls="published"), "a dq run publishes nothing"
+
+    build = parse(render_report(dq_run())).root  # the same tables from a build: one published, one rolled back
+    states = {tr.attrs["data-table"]: squash(tr.find_all("td")[4].text())
+              for tr in build.find(id="summary").find_all("tr", cls="table-row")}
+    assert states == {"ods_laion_base": "yes", "dms_laion_wide": "no"}
+    wide = build.find("section", cls="table-section", data_table="dms_laion_wide")
+    assert squash(wide.find("span", cls="published no").text()) == "no — the previous version stays current"
+    assert not build.find_all(cls="validated")
+
+
+def one_of_everything() -> RunQuality:
+    """A run where every count on the page is 1: each must read as singular."""
+    table = "dms_laion_wide"
+    return RunQuality("r1", "2025-01-01T00:00:00", "2025-01-01T00:00:01", "sail", "/wh", tables=[
+        TableQuality(table, "dms", 1, 1, False, rules=[
+            rule(table, "schema_columns", True, expectation="ExpectTableColumnsToMatchOrderedList",
+                 observed_value=["sample_id"], details={"columns": ["sample_id"]}),
+            rule(table, "schema_type_sample_id", False, observed_value="StringType",
+                 details={"column": "sample_id", "type": "bigint"}),
+            rule(table, "duplicate_sample_id", False, severity="warn", unexpected_count=1, observed_value=1,
+                 details={"duplicated_values": 1, "rows_involved": 1, "allowed": 1}),
+            rule(table, "rows_match_published_totals", False, severity="warn", observed_value=0.5, details={
+                "off": ["laion2B-en"], "subsets": [
+                    {"subset": "laion2B-en", "expected_rows": 2, "rows": 1, "difference": -1, "share": 0.5,
+                     "parts_read": 1, "expected_parts": 1, "whole": True},
+                    {"subset": "laion1B-nolang", "expected_rows": 2, "rows": 1, "difference": -1, "share": 0.5,
+                     "parts_read": 0, "expected_parts": 1, "whole": False}]}),
+        ], histograms=[hist("punsafe", 0.0, 1.0, [1], nulls=1)])],
+        coverage_history=[CoveragePoint("r1", "2025-01-01T00:00:01", 0.5, 0.5)], quarantine={"url is null": 1})
+
+
+def test_counts_of_one_are_singular():
+    text = squash(parse(render_report(one_of_everything())).root.text())
+    for phrase in ("on 1 table; 1 table not published",
+                   "1 duplicated value · 1 row involved · at most 1 value allowed",
+                   "(1 duplicated value, 1 row involved)", "(laion2B-en: −1 row)", "1 check broke",
+                   "1 column and its type", "every part; 1 row fewer than expected", "0 of 1 part (",
+                   "1 row could not be accepted", "1 run; the last point", "1 value in 1 bin"):
+        assert phrase in text, phrase
+    # a figure 1 followed by a plural noun, anywhere on the page ("1 pass" counts a status, not passes)
+    wrong = sorted(set(re.findall(r"(?<![\d.,+\-−])1 (?!pass\b)(?:[a-z]+ )?[a-z]+s\b", text)))
+    assert not wrong, wrong
+
+
 # --- the page in a real browser ------------------------------------------------------------------
 
 
@@ -520,3 +584,95 @@ def test_browser_screenshot_is_drawn(rendered):
     bars = tuple(round(0.85 * c + 0.15 * 255) for c in _rgb("#4c72b0"))  # bar colour at alpha 0.85
     assert pixels(bars) > 2000, "the histograms' bars are not painted"
     assert pixels(_rgb("#8c3fa8")) > 100, "the coverage line is not painted"
+
+
+# --- what Chromium lays out: boxes of the coverage chart, line breaks in rule ids -----------------
+# The test's own copy of a page gets a script that measures the layout and writes it into the DOM,
+# which --dump-dom hands back; the report itself never holds a script.
+
+MEASURE_SVG_GROUPS = """
+const boxes = {};
+for (const group of document.querySelectorAll('svg g[id]')) {
+  const r = group.getBoundingClientRect();
+  boxes[group.id] = [r.left, r.top, r.right, r.bottom];
+}
+document.body.setAttribute('data-measured', JSON.stringify(boxes));
+"""
+
+# For each rule id: its text and the text before each line break, from the boxes of its characters.
+MEASURE_RULE_ID_LINES = """
+const found = [];
+for (const name of document.querySelectorAll('td.rule-id .rule-name')) {
+  const chars = [];
+  const walker = document.createTreeWalker(name, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.data.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      chars.push([node.data[i], range.getBoundingClientRect().top]);
+    }
+  }
+  const text = chars.map(c => c[0]).join('');
+  const before = [];
+  for (let i = 1; i < chars.length; i++) {
+    if (chars[i][1] > chars[i - 1][1] + 2) before.push(text.slice(0, i));
+  }
+  found.push({text: text, breaks: before});
+}
+document.body.setAttribute('data-measured', JSON.stringify(found));
+"""
+
+
+def measured(folder: Path, html: str, script: str, width: int) -> object:
+    """What `script` measured in `html` laid out by headless Chromium in a window `width` pixels wide."""
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / "probe.html"
+    page.write_text(html.replace("</body>", f"<script>{script}</script></body>"), encoding="utf-8")
+    dumped = chromium(chromium_binary(), folder / "profile", f"--window-size={width},2000", "--dump-dom",
+                      page.as_uri()).stdout
+    return json.loads(parse(dumped).root.find("body").attrs["data-measured"])
+
+
+def coverage_points(shares: list[tuple[float, float]]) -> list[CoveragePoint]:
+    return [CoveragePoint(f"202503{day:02d}T101500000000Z-{day:06x}", f"2025-03-{day:02d}T10:27:42+00:00", a, i)
+            for day, (a, i) in enumerate(shares, 1)]
+
+
+# Twelve runs; lines in the lower left, where the legend used to be; and the planted run's three.
+COVERAGE_CASES = {
+    "many": coverage_points([(0.4 + 0.02 * n, 0.85 - 0.01 * n) for n in range(12)]),
+    "low": coverage_points([(0.01, 0.03), (0.02, 0.05), (0.04, 0.08), (0.05, 0.1), (0.06, 0.12)]),
+    "few": planted_run().coverage_history,
+}
+
+
+def intersect(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_browser_coverage_labels_and_legend_never_overlap(tmp_path):
+    figures = "".join(f"<figure>{coverage_svg(points, id_prefix=name)}</figure>"
+                      for name, points in COVERAGE_CASES.items())
+    boxes = measured(tmp_path, f"<!DOCTYPE html><html><body>{figures}</body></html>", MEASURE_SVG_GROUPS, 1200)
+    for name, points in COVERAGE_CASES.items():
+        labels = {int(key.rsplit("-", 1)[1]): box for key, box in boxes.items() if key.startswith(f"{name}-xlabel-")}
+        assert len(points) - 1 in labels, f"{name}: the latest run is labelled"
+        assert len(labels) >= min(len(points), 3), f"{name}: labels {sorted(labels)}"
+        overlapping = [(a, b) for a in labels for b in labels if a < b and intersect(labels[a], labels[b])]
+        assert not overlapping, f"{name}: x labels overlap: {overlapping}"
+        legend = boxes[f"{name}-legend"]
+        for line in ("line-aesthetic", "line-image"):
+            drawn = boxes[f"{name}-{line}"]
+            assert drawn[2] - drawn[0] > 100 or len(points) == 1, f"{name}: {line} is drawn"
+            assert not intersect(legend, drawn), f"{name}: the legend {legend} covers {line} {drawn}"
+    assert len([key for key in boxes if key.startswith("many-xlabel-")]) < 12, "twelve runs do not fit: thinned"
+
+
+def test_browser_breaks_rule_ids_only_after_an_underscore(tmp_path):
+    lines = measured(tmp_path, render_report(dq_run()), MEASURE_RULE_ID_LINES, 420)
+    assert {item["text"] for item in lines} >= {"duplicate_sample_id", "rows_match_published_totals"}
+    broken = [item for item in lines if item["breaks"]]
+    assert broken, "the narrow window wraps no rule id: the check would prove nothing"
+    for item in broken:
+        assert all(before.endswith("_") for before in item["breaks"]), item

@@ -149,7 +149,7 @@ def _finish(spark, project: Project, config: Config, record: RunRecord, quality:
     finished = _now()
     run_quality = RunQuality(run_id=record.run_id, started_at=record.started_at, finished_at=finished,
                              engine=config.engine, warehouse=config.warehouse, tables=quality,
-                             failure=_failure_message(error))
+                             failure=_failure_message(error), command=record.command)
     run_quality.quarantine = _quarantine_counts(spark, config, record)
     versions = {t.table: t.version for t in quality}
     append_dq_results(spark, project, config, record.run_id, versions, run_quality.rules)

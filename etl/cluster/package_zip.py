@@ -19,6 +19,8 @@ from typing import Iterator
 from etl.project.resources import BUNDLE, bundled_root
 
 PROJECT_FOLDERS = ("sql", "expectations", "conf", "jobs")
+# Package data read through importlib.resources, as setup.cfg's package_data ships it in the wheel.
+PACKAGE_DATA = ("etl/quality/templates/",)
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
 
 
@@ -35,7 +37,7 @@ def _walk(folder: Traversable, prefix: str) -> Iterator[tuple[str, Traversable]]
 def package_members() -> dict[str, Traversable]:
     """Member name in the zip -> the file it is read from."""
     members = {name: entry for name, entry in _walk(resources.files("etl"), "etl/")
-               if name.endswith(".py") and not name.startswith(f"etl/{BUNDLE}/")}
+               if (name.endswith(".py") or name.startswith(PACKAGE_DATA)) and not name.startswith(f"etl/{BUNDLE}/")}
     root = bundled_root()
     for folder in PROJECT_FOLDERS:
         members.update(_walk(root.joinpath(folder), f"etl/{BUNDLE}/{folder}/"))

@@ -12,6 +12,7 @@ id in it carries a prefix: several plots on one page never share an id.
 from __future__ import annotations
 
 import io
+import math
 import re
 from typing import Sequence
 
@@ -73,29 +74,34 @@ def histogram_svg(hist: Histogram, *, id_prefix: str = "hist", width: float = 5.
         ax.set_axisbelow(True)
         ax.set_xlabel(_plain(hist.column))
         ax.set_ylabel("rows")
-        ax.set_title(_plain(f"{hist.column}: {total:,} values, {hist.nulls:,} null"), loc="left")
+        values = "value" if total == 1 else "values"
+        ax.set_title(_plain(f"{hist.column}: {total:,} {values}, {hist.nulls:,} null"), loc="left")
+        fig.tight_layout()
         return _svg(fig, id_prefix)
 
 
 def coverage_svg(points: Sequence[CoveragePoint], *, id_prefix: str = "coverage",
                  width: float = 7.2, height: float = 2.8) -> str:
     """Share of wide-table rows with an aesthetic score and with an image, one point per run
-    in the order given (oldest first); the last point is the run being reported."""
+    in the order given (oldest first); the last point is the run being reported.
+
+    Nothing is drawn over the data or over another label: the legend sits right of the plot area,
+    and with many runs the x labels are thinned (the latest run always keeps its label).
+    Groups carry stable ids for checks of the drawn page: `line-aesthetic`, `line-image`, `legend`,
+    `xlabel-<index>` (prefixed like every id)."""
     if not points:
         raise ValueError("coverage plot needs at least one run")
     xs = list(range(len(points)))
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(width, height))
         ax = fig.add_subplot()
-        ax.plot(xs, [p.aesthetic_share for p in points], marker="o", markersize=4, linewidth=1.6,
-                color=AESTHETIC_COLOUR, label="with an aesthetic score")
-        ax.plot(xs, [p.image_share for p in points], marker="s", markersize=4, linewidth=1.6,
-                color=IMAGE_COLOUR, label="with an image")
+        aesthetic, = ax.plot(xs, [p.aesthetic_share for p in points], marker="o", markersize=4, linewidth=1.6,
+                             color=AESTHETIC_COLOUR, label="with an aesthetic score")
+        image, = ax.plot(xs, [p.image_share for p in points], marker="s", markersize=4, linewidth=1.6,
+                         color=IMAGE_COLOUR, label="with an image")
+        aesthetic.set_gid("line-aesthetic")
+        image.set_gid("line-image")
         ax.set_xticks(xs, [_plain(run_label(p)) for p in points])
-        if len(points) > 6:
-            for label in ax.get_xticklabels():
-                label.set_rotation(30)
-                label.set_horizontalalignment("right")
         ax.set_xlim(-0.5, len(points) - 0.5)
         ax.set_ylim(0, 1.02)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
@@ -103,8 +109,33 @@ def coverage_svg(points: Sequence[CoveragePoint], *, id_prefix: str = "coverage"
         ax.set_axisbelow(True)
         ax.set_ylabel("share of rows")
         ax.set_title("coverage of the wide table over the last runs", loc="left")
-        ax.legend(loc="lower left", frameon=False, fontsize=8)
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False, fontsize=8)
+        legend.set_gid("legend")
+        labels = [tick.label1 for tick in ax.xaxis.get_major_ticks()]
+        for index, label in enumerate(labels):
+            label.set_gid(f"xlabel-{index}")
+        _thin_x_labels(fig, ax, labels)
         return _svg(fig, id_prefix)
+
+
+LABEL_GAP = 6  # pixels (at the figure's 100 dpi) kept free between two x labels
+
+
+def _thin_x_labels(fig: Figure, ax, labels: list) -> None:
+    """Keep every k-th x label, counted back from the latest run, for the smallest k at which no two
+    kept labels overlap (measured as laid out); the ticks stay on every run."""
+    step = 1
+    while True:
+        for index, label in enumerate(labels):
+            label.set_visible((len(labels) - 1 - index) % step == 0)
+        fig.tight_layout()
+        fig.draw_without_rendering()
+        boxes = [label.get_window_extent().padded(LABEL_GAP / 2) for label in labels if label.get_visible()]
+        if step >= len(labels) or not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])):
+            return
+        # the next k to try: as many runs as the widest label spans (one layout per try is the cost)
+        run_width = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
+        step = max(step + 1, math.ceil(max(box.width for box in boxes) / run_width))
 
 
 def run_label(point: CoveragePoint) -> str:
@@ -135,7 +166,6 @@ _ID = re.compile(r'(?<![\w-])id="([^"]+)"')
 
 
 def _svg(fig: Figure, id_prefix: str) -> str:
-    fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata=_METADATA)
     text = buffer.getvalue()

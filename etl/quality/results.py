@@ -83,6 +83,7 @@ class RunQuality:
     coverage_history: list[CoveragePoint] = field(default_factory=list)
     quarantine: dict[str, int] = field(default_factory=dict)  # reason -> rows
     failure: Optional[str] = None  # why the build stopped, when it did
+    command: str = "build"  # or "dq": validates the current versions and publishes nothing
 
     @property
     def rules(self) -> list[RuleResult]:
