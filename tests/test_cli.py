@@ -419,7 +419,8 @@ def test_forced_rebuild_increments_every_version_and_says_how_long_the_run_took(
     elapsed = time.monotonic() - started
     assert code == 0, err
     reported = float(re.search(r"^6 tables built in ([\d.]+) s under ", out, re.MULTILINE).group(1))
-    step_seconds = [float(line.split()[-1]) for line in out.splitlines() if line.split()[:1] in (["ods"], ["dmd"], ["dms"])]
+    step_seconds = [float(line.split()[-1]) for line in out.splitlines()
+                    if line.split()[:1] in (["ods"], ["dmd"], ["dms"])]
     assert len(step_seconds) == 6
     # The run's wall time (the engine's start, the checks, the report): more than its steps' sum,
     # all but the config's loading of what the command took.
@@ -542,7 +543,8 @@ def test_the_summaries_count_in_the_singular_for_one(tmp_path):
     step = StepResult(table="dms_laion_wide", layer="dms", rows_in=1, rows_out=1, quarantined=None, version=3,
                       seconds=1.2, verdict="pass", path=str(tmp_path))
     config = SimpleNamespace(warehouse=str(tmp_path))
-    assert format_results([step], config, wall_seconds=7.25).splitlines()[-1] == f"1 table built in 7.2 s under {tmp_path}"
+    total = format_results([step], config, wall_seconds=7.25).splitlines()[-1]
+    assert total == f"1 table built in 7.2 s under {tmp_path}"
     rule = SimpleNamespace(success=True)
     one = SimpleNamespace(tables=[SimpleNamespace(table="dms_laion_wide", version=3, rules=[rule])], rules=[rule])
     assert format_rule_failures(one) == "1 rule on 1 table: all pass"
