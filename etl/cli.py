@@ -18,6 +18,7 @@ from etl.export.layouts import DEFAULT_LAYOUT, LAYOUTS
 from etl.project.config import ENGINES, Config, ConfigError, load_config
 from etl.project.project import Project, load_project
 from etl.build.interrupts import EXIT_INTERRUPTED, RunInterrupted
+from etl.build.summary import plural
 from etl.warehouse.lock import LockError
 from etl.redact import RedactingFormatter, redact
 from etl.ingest.sources import MissingInputError
@@ -295,7 +296,7 @@ def _package_zip(args) -> int:
     from etl.cluster.package_zip import write_package_zip
 
     files = write_package_zip(args.out)
-    print(f"wrote {args.out} ({files} files): spark-submit --py-files {args.out}")
+    print(f"wrote {args.out} ({plural(files, 'file')}): spark-submit --py-files {args.out}")
     return EXIT_OK
 
 
@@ -360,8 +361,8 @@ def _export(args, project: Project, config: Config, submitted: bool) -> int:
         result = export_shards(spark, config, plan)
     totals = result.manifest["totals"]
     state = "already complete, nothing written" if result.skipped else "written"
-    print(f"export {state}: {totals['rows']:,} rows in {totals['shards']} shards "
-          f"({totals['bytes']:,} bytes) under {result.out}")
+    print(f"export {state}: {plural(totals['rows'], 'row')} in {plural(totals['shards'], 'shard')} "
+          f"({plural(totals['bytes'], 'byte')}) under {result.out}")
     print(f"filter: {result.manifest['filter']['where']}  ({result.manifest['source']['table']} version "
           f"{result.manifest['source']['version']})")
     print(f"read with: {result.usage}")
@@ -386,7 +387,8 @@ def _annotations(args, project: Project, config: Config, submitted: bool) -> int
         raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted) as spark:
         totals = write_annotations(spark, config, plan).totals
-    print(f"annotations written: {totals['images']:,} images in {totals['files']} CSV files (one per {args.per}) "
+    print(f"annotations written: {plural(totals['images'], 'image')} in {plural(totals['files'], 'CSV file')} "
+          f"(one per {args.per}) "
           f"under {args.out}")
     print(f"rows: {totals['rows']:,} in {plan.source['table']} version {plan.source['version']}"
           + (f" where {chosen.where}" if chosen else "")
@@ -462,7 +464,7 @@ def _spark_sql_init(args, project: Project, config: Config) -> int:
         print(text, end="")
         return EXIT_OK
     args.out.write_text(text)
-    print(f"wrote {args.out} ({len(tables)} tables); Spark's SQL shell over them:")
+    print(f"wrote {args.out} ({plural(len(tables), 'table')}); Spark's SQL shell over them:")
     print(shlex.join(shell_command(config, str(args.out))))
     return EXIT_OK
 

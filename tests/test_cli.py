@@ -313,7 +313,7 @@ def test_sql_prints_the_query_result(cli, built):
     lines = [line.strip() for line in out.splitlines()]
     assert lines[0] == "n"
     assert lines[2] == "6"
-    assert "1 rows" in lines
+    assert "1 row" in lines
 
 
 def test_sql_limit_says_when_more_rows_exist(cli, built):
