@@ -388,8 +388,7 @@ def _annotations(args, project: Project, config: Config, submitted: bool) -> int
     with open_session(config, submitted=submitted) as spark:
         totals = write_annotations(spark, config, plan).totals
     print(f"annotations written: {plural(totals['images'], 'image')} in {plural(totals['files'], 'CSV file')} "
-          f"(one per {args.per}) "
-          f"under {args.out}")
+          f"(one per {args.per}) under {args.out}")
     print(f"rows: {totals['rows']:,} in {plan.source['table']} version {plan.source['version']}"
           + (f" where {chosen.where}" if chosen else "")
           + f"; {totals['rows_without_image']:,} without an image (skipped); {totals['rows_sharing_an_image']:,} "
