@@ -10,6 +10,7 @@ import argparse
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,6 +18,7 @@ from etl.export.layouts import DEFAULT_LAYOUT, LAYOUTS
 from etl.project.config import ENGINES, Config, ConfigError, load_config
 from etl.project.project import Project, load_project
 from etl.build.interrupts import EXIT_INTERRUPTED, RunInterrupted
+from etl.build.summary import plural
 from etl.warehouse.lock import LockError
 from etl.redact import RedactingFormatter, redact
 from etl.ingest.sources import MissingInputError
@@ -39,24 +41,55 @@ def positive_int(value: str) -> int:
     return number
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default: given as a value here, or said in words in the
+    help itself (`default: ...`) where it is no value (the config's, every table, ...)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default:" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def add_argument(self, action: argparse.Action) -> None:
+        # argparse measures the commands' names one indent short, so a name as long as
+        # `spark-sql-init` pushed its summary to a line of its own.
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS and isinstance(action, argparse._SubParsersAction):
+            longest = max(len(self._format_action_invocation(sub)) for sub in action._get_subactions())
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + 2 * self._indent_increment)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="laion-etl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="laion-etl", formatter_class=HelpWithDefaults,
+        description="The LAION-5B wide table: synthetic sources, the layered build, checks, queries, exports.",
+        epilog="`laion-etl COMMAND --help` shows a command's options. Exit codes: 0 success, 1 a handled "
+               "failure, 2 bad usage, configuration or input.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the result")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on failure")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    synth = commands.add_parser("synth", help="write a synthetic LAION-like source tree")
+    def command(name: str, summary: str, description: Optional[str] = None) -> argparse.ArgumentParser:
+        """A subcommand: `summary` is its one line in `laion-etl --help`, `description` its own page's."""
+        return commands.add_parser(name, help=summary, description=description or summary,
+                                   formatter_class=HelpWithDefaults)
+
+    synth = command("synth", "write a synthetic LAION-like source tree")
     synth.add_argument("--out", required=True, type=Path, help="folder to write the sources into")
     synth.add_argument("--rows", type=positive_int, default=20_000, help="base rows over all subsets")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same tree")
     synth.add_argument("--parts", type=positive_int, default=3, help="part files per family and subset")
-    synth.add_argument("--real-pairs", type=Path, help="parquet of real URL/TEXT pairs to draw from")
+    synth.add_argument("--real-pairs", type=Path, help="parquet of real URL/TEXT pairs to draw from (default: "
+                       "made-up URLs and captions)")
     synth.add_argument("--images", choices=("files", "webdataset", "parquet"),
-                       help="also write an img2dataset output folder in this format")
+                       help="also write an img2dataset output folder in this format (default: no images)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace an earlier synthetic tree in --out (refused for any other content)")
 
-    build = commands.add_parser("build", help="rebuild the layers ODS -> DMD -> DMS")
+    build = command("build", "rebuild the layers ODS -> DMD -> DMS")
     _add_config(build)
     build.add_argument("--layers", type=comma_list, help="comma-separated layers (default: ods,dmd,dms)")
     build.add_argument("--subsets", type=comma_list,
@@ -65,16 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild every planned table, changed inputs or not")
     build.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
-    sql = commands.add_parser("sql", help="run Spark SQL over the laion.* tables (no query: a prompt)")
+    sql = command("sql", "Spark SQL over the laion.* tables (no query: a prompt)",
+                  "Run read-only Spark SQL over the laion.* tables: the statements given (separated by ';'), "
+                  "or, with none, an interactive prompt.")
     _add_config(sql)
-    sql.add_argument("query", nargs="?", help="one SQL statement")
-    sql.add_argument("--limit", type=positive_int, default=50, help="rows to print (default 50)")
+    sql.add_argument("query", nargs="?", help="SQL statements, separated by ';' (default: an interactive prompt)")
+    sql.add_argument("--limit", type=positive_int, default=50, help="rows to print per statement")
 
-    dq = commands.add_parser("dq", help="validate the current table versions without rebuilding")
+    dq = command("dq", "validate the current tables without rebuilding")
     _add_config(dq)
     dq.add_argument("--tables", type=comma_list, help="comma-separated tables (default: every built table)")
 
-    export = commands.add_parser("export", help="write filtered wide-table parts for img2dataset or OpenDataLab")
+    export = command("export", "write filtered parts for img2dataset or OpenDataLab",
+                     "Write filtered wide-table parts for img2dataset or OpenDataLab's downloader.")
     _add_config(export)
     chosen = export.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--preset", help="a filter preset from conf/presets.yaml (e.g. sd2, laion_art)")
@@ -86,18 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "laion5b-downloader's <subset>/part-NNNNN-<id>.parquet, one row per subset and hash; "
                              "opendatalab-wide: every column under wide/file_name=<part>/ "
                              f"(default: {DEFAULT_LAYOUT})")
-    export.add_argument("--rows-per-shard", type=positive_int, default=10_000,
-                        help="rows per shard or part (default: 10000)")
+    export.add_argument("--rows-per-shard", type=positive_int, default=10_000, help="rows per shard or part")
     export.add_argument("--overwrite", action="store_true",
                         help="replace what earlier exports wrote in --out and keep every other file (default: refuse "
                              "a folder holding anything but this export)")
     export.add_argument("--columns", type=comma_list, help="img2dataset layout: extra columns beside URL and TEXT "
                         f"(default: {','.join(LAYOUTS[DEFAULT_LAYOUT].default_columns)})")
 
-    annotations = commands.add_parser(
-        "annotations", help="mindone's Stable Diffusion training annotations (dir,text CSVs) for the rows with a "
-        "downloaded image",
-        description="Writes mindone's dir,text CSVs from the wide table, one line per downloaded image, ordered by "
+    annotations = command(
+        "annotations", "mindone's dir,text CSVs of the downloaded images",
+        "Writes mindone's dir,text CSVs from the wide table, one line per downloaded image, ordered by "
         "image path. For img2dataset 'files' output, dir is relative to the data folder (--per part: "
         "<out>/part_1.csv with part_1/00000/000000000.jpg) or to the image folder (--per folder: "
         "<out>/part_1/00000.csv with 00000/000000000.jpg), where part_1 is an images folder of the config and "
@@ -105,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tars or parquet shards have no file: their dir is the table's member URI (<folder>/00000.tar#000000000.jpg).")
     _add_config(annotations)
     filters = annotations.add_mutually_exclusive_group()
-    filters.add_argument("--preset", help="only rows of a filter preset from conf/presets.yaml (e.g. sd2)")
-    filters.add_argument("--where", help="only rows where this boolean expression over the wide table holds")
+    filters.add_argument("--preset", help="only rows of a filter preset from conf/presets.yaml, e.g. sd2 "
+                         "(default: every row with an image)")
+    filters.add_argument("--where", help="only rows where this boolean expression over the wide table holds "
+                         "(default: every row with an image)")
     annotations.add_argument("--out", required=True, help="a local folder of its own, empty or holding earlier "
                              "annotations (replaced with --overwrite)")
     annotations.add_argument("--per", choices=("part", "folder"), default="part",
@@ -114,29 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
                                   "it (folder)")
     annotations.add_argument("--overwrite", action="store_true", help="replace earlier annotations in --out")
 
-    clip = commands.add_parser("clip-input", help="clip-retrieval's --input_dataset for an img2dataset folder")
+    clip = command("clip-input", "clip-retrieval's --input_dataset for a folder",
+                   "clip-retrieval's --input_dataset (and inference line) for an img2dataset webdataset folder.")
     clip.add_argument("folder", help="img2dataset output folder (webdataset format)")
 
-    shell_init = commands.add_parser("spark-sql-init", help="the init file that makes Spark's spark-sql shell see "
-                                     "every table as laion.<table>, and the spark-sql command line reading it")
+    shell_init = command("spark-sql-init", "the init file that shows spark-sql the tables",
+                         "The init file that makes Spark's spark-sql shell see every table as laion.<table>, "
+                         "and the spark-sql command line reading it.")
     _add_config(shell_init)
     shell_init.add_argument("--out", type=Path, help="file to write and print the command line for "
                             "(default: the statements on stdout)")
 
-    tables = commands.add_parser("tables", help="list the tables: name, layer, version, rows, path")
+    tables = command("tables", "list the tables: name, layer, version, rows, path")
     _add_config(tables)
 
-    package = commands.add_parser("package-zip", help="write the zip that spark-submit --py-files ships "
-                                  "(the etl package with its SQL, contracts and default configuration)")
-    package.add_argument("--out", type=Path, default=Path("dist/etl.zip"), help="zip to write (default: dist/etl.zip)")
+    package = command("package-zip", "write the zip that spark-submit --py-files ships",
+                      "Write the zip that spark-submit --py-files ships: the etl package with its SQL, contracts "
+                      "and default configuration.")
+    package.add_argument("--out", type=Path, default=Path("dist/etl.zip"), help="zip to write")
 
     from etl.cluster.submit import DEPLOY_MODES, JOBS
 
-    submit = commands.add_parser("submit", help="run build, dq or export under spark-submit on a cluster: "
-                                 "laion-etl submit [OPTIONS] -- build --config FILE ...")
+    submit = command("submit", "run build, dq or export under spark-submit",
+                     "Run build, dq or export under spark-submit on a cluster: "
+                     "laion-etl submit [OPTIONS] -- build --config FILE ...")
     submit.add_argument("--master", help="spark://host:7077, yarn, local[N] ... (default: the config's spark.master)")
     submit.add_argument("--deploy-mode", choices=DEPLOY_MODES, default="client",
-                        help="where the driver runs (default: client, here)")
+                        help="where the driver runs (default: client, here; cluster: beside the executors)")
     submit.add_argument("--executor-python", help="the Python the executors start, e.g. ./laion-env/bin/python "
                         "from --archives (default: the config's spark.conf spark.pyspark.python, else this one)")
     submit.add_argument("--print", action="store_true", help="print the spark-submit line instead of running it")
@@ -147,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config file (see README)")
-    parser.add_argument("--engine", choices=ENGINES, help="override the config's engine")
+    parser.add_argument("--engine", choices=ENGINES, help="override the config's engine (default: the config's)")
     parser.add_argument("--project-dir", type=Path, help="a project folder (sql/, expectations/, conf/) adding "
-                        "to or overriding the bundled tables, families and presets; overrides the config's project_dir")
+                        "to or overriding the bundled tables, families and presets (default: the config's "
+                        "project_dir, else only the bundled ones)")
 
 
 def main(argv: Optional[Sequence[str]] = None, submitted: bool = False) -> int:
@@ -255,7 +296,7 @@ def _package_zip(args) -> int:
     from etl.cluster.package_zip import write_package_zip
 
     files = write_package_zip(args.out)
-    print(f"wrote {args.out} ({files} files): spark-submit --py-files {args.out}")
+    print(f"wrote {args.out} ({plural(files, 'file')}): spark-submit --py-files {args.out}")
     return EXIT_OK
 
 
@@ -277,6 +318,7 @@ def _build(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.plan import make_plan
     from etl.build.summary import format_plan, format_results
 
+    started = time.monotonic()
     plan = make_plan(project, config, layers=args.layers, subsets=args.subsets, force=args.force)
     if args.dry_run:
         print(format_plan(plan))
@@ -284,7 +326,7 @@ def _build(args, project: Project, config: Config, submitted: bool) -> int:
     from etl.build.runs import execute_build
 
     outcome = execute_build(config, plan, submitted=submitted)
-    print(format_results(outcome.steps, config))
+    print(format_results(outcome.steps, config, wall_seconds=time.monotonic() - started))
     return _conclude(outcome)
 
 
@@ -319,8 +361,8 @@ def _export(args, project: Project, config: Config, submitted: bool) -> int:
         result = export_shards(spark, config, plan)
     totals = result.manifest["totals"]
     state = "already complete, nothing written" if result.skipped else "written"
-    print(f"export {state}: {totals['rows']:,} rows in {totals['shards']} shards "
-          f"({totals['bytes']:,} bytes) under {result.out}")
+    print(f"export {state}: {plural(totals['rows'], 'row')} in {plural(totals['shards'], 'shard')} "
+          f"({plural(totals['bytes'], 'byte')}) under {result.out}")
     print(f"filter: {result.manifest['filter']['where']}  ({result.manifest['source']['table']} version "
           f"{result.manifest['source']['version']})")
     print(f"read with: {result.usage}")
@@ -345,8 +387,8 @@ def _annotations(args, project: Project, config: Config, submitted: bool) -> int
         raise ConfigError(str(exc)) from None
     with open_session(config, submitted=submitted) as spark:
         totals = write_annotations(spark, config, plan).totals
-    print(f"annotations written: {totals['images']:,} images in {totals['files']} CSV files (one per {args.per}) "
-          f"under {args.out}")
+    print(f"annotations written: {plural(totals['images'], 'image')} in {plural(totals['files'], 'CSV file')} "
+          f"(one per {args.per}) under {args.out}")
     print(f"rows: {totals['rows']:,} in {plan.source['table']} version {plan.source['version']}"
           + (f" where {chosen.where}" if chosen else "")
           + f"; {totals['rows_without_image']:,} without an image (skipped); {totals['rows_sharing_an_image']:,} "
@@ -374,6 +416,11 @@ def _clip_input(args) -> int:
 
 def _conclude(outcome) -> int:
     """The verdict and where the report is; a failure is re-raised so main() prints one line."""
+    if outcome.latest_path is None:  # nothing checked: no verdict on the current tables
+        print(f"verdict: none, no table was checked  run {outcome.run_id}")
+        print(f"report: {outcome.report_path} (latest.html left as it was: it still shows the last run "
+              "that checked tables)")
+        return EXIT_OK
     print(f"verdict: {outcome.verdict.upper()}  run {outcome.run_id}")
     print(f"report: {outcome.report_path}")
     if outcome.error is not None:
@@ -416,7 +463,7 @@ def _spark_sql_init(args, project: Project, config: Config) -> int:
         print(text, end="")
         return EXIT_OK
     args.out.write_text(text)
-    print(f"wrote {args.out} ({len(tables)} tables); Spark's SQL shell over them:")
+    print(f"wrote {args.out} ({plural(len(tables), 'table')}); Spark's SQL shell over them:")
     print(shlex.join(shell_command(config, str(args.out))))
     return EXIT_OK
 

@@ -11,3 +11,4 @@ if [ -f "$REAL_PAIRS" ]; then PAIRS=(--real-pairs "$REAL_PAIRS"); fi
   --overwrite "${PAIRS[@]}"
 .venv/bin/laion-etl build --config conf/demo.yaml
 .venv/bin/laion-etl tables --config conf/demo.yaml
+echo "demo: done in $SECONDS s; next: . .venv/bin/activate, then README.md's \"Using it\""

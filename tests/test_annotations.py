@@ -127,7 +127,7 @@ def test_annotations_per_part_and_per_folder(downloaded):
 
     code, stdout, stderr = cli("annotations", "--config", str(config), "--out", str(root / "by_part"))
     assert code == 0, stderr
-    assert f"{len(CAPTIONS)} images in 1 CSV files" in stdout
+    assert f"{len(CAPTIONS)} images in 1 CSV file" in stdout
     assert f"{MISSING} without an image (skipped); 1 sharing an image" in stdout
     assert sorted(p.name for p in (root / "by_part").iterdir()) == ["_SUCCESS", "manifest.json", "part_1.csv"]
     lines = read_annotations(root / "by_part/part_1.csv")

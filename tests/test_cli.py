@@ -7,14 +7,19 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from etl.cli import main
+from etl.build.materialise import StepResult
+from etl.build.summary import format_results, format_rule_failures
+from etl.cli import build_parser, main
+from etl.project.config import load_config
 from etl.project.project import load_project
 from helpers import one_line, read_delta
 from planted import planted_config, write_planted_sources
@@ -221,7 +226,7 @@ def test_dry_run_prints_the_plan_in_build_order_and_touches_nothing(cli, tmp_pat
     assert "3 base files (6 rows)" in by_table["laion.ods_laion_base"]
     assert "2 joined files (6 rows)" in by_table["laion.ods_laion_joined"]
     assert "2 aesthetic files (6 rows)" in by_table["laion.ods_laion_aesthetic"]
-    assert "1 img2dataset shards in 1 folders" in by_table["laion.ods_image_index"]
+    assert "1 img2dataset shard in 1 folder" in by_table["laion.ods_image_index"]
     assert "laion.ods_laion_base" in by_table["laion.dmd_image_path_suffix_aesthetics"]
     assert "laion.dmd_image_path_suffix_aesthetics" in by_table["laion.dms_laion_wide"]
     assert "laion.ods_laion_joined" in by_table["laion.dms_laion_wide"]
@@ -232,7 +237,7 @@ def test_dry_run_with_subsets_counts_only_those_inputs(cli, tmp_path, planted_ro
     code, out, _ = cli("build", "--config", config, "--dry-run", "--subsets", "laion1B-nolang", "--layers", "ods")
     assert code == 0
     assert "subsets: laion1B-nolang (replace these subset partitions)" in out
-    assert "1 base files (1 rows)" in out and "1 joined files (1 rows)" in out
+    assert "1 base file (1 row)" in out and "1 joined file (1 row)" in out
     assert "0 aesthetic files (0 rows)" in out
     assert "dmd_" not in out and "dms_" not in out
     assert not (tmp_path / "warehouse").exists()
@@ -308,7 +313,7 @@ def test_sql_prints_the_query_result(cli, built):
     lines = [line.strip() for line in out.splitlines()]
     assert lines[0] == "n"
     assert lines[2] == "6"
-    assert "1 rows" in lines
+    assert "1 row" in lines
 
 
 def test_sql_limit_says_when_more_rows_exist(cli, built):
@@ -403,15 +408,24 @@ def test_the_prompt_refuses_writes_and_runs_several_statements_on_a_line(cli, bu
     code, out, err = cli("sql", "--config", config)
     assert code == 0, err
     assert "error: DELETE statements are refused: laion-etl sql only reads" in err
-    assert "first" in out and "second" in out
+    assert "first" in out and "second" in out and out.index("first") < out.index("second")
     assert read_delta(warehouse / "dms" / "dms_laion_wide").num_rows == 6
 
 
-def test_forced_rebuild_increments_every_version(cli, built_copy):
+def test_forced_rebuild_increments_every_version_and_says_how_long_the_run_took(cli, built_copy):
     config, warehouse = built_copy
+    started = time.monotonic()
     code, out, err = cli("-q", "build", "--config", config, "--force")
+    elapsed = time.monotonic() - started
     assert code == 0, err
-    assert "6 tables built" in out
+    reported = float(re.search(r"^6 tables built in ([\d.]+) s under ", out, re.MULTILINE).group(1))
+    step_seconds = [float(line.split()[-1]) for line in out.splitlines()
+                    if line.split()[:1] in (["ods"], ["dmd"], ["dms"])]
+    assert len(step_seconds) == 6
+    # The run's wall time (the engine's start, the checks, the report): more than its steps' sum,
+    # all but the config's loading of what the command took.
+    assert sum(step_seconds) - 0.1 < reported <= elapsed
+    assert reported > 0.9 * elapsed, (reported, elapsed)
     code, out, _ = cli("tables", "--config", config)
     listed = parse_tables(out)
     assert {name: (v[0], v[1], v[2]) for name, v in listed.items()} == {
@@ -510,3 +524,67 @@ def test_plan_reading_only_tables_sizes_its_shuffle_by_the_upstream_tables(built
     upstream = [warehouse / "ods/ods_laion_joined", warehouse / "dmd/dmd_image_path_suffix_aesthetics"]
     assert plan.input_bytes == sum(f.stat().st_size for table in upstream for f in table.rglob("*") if f.is_file())
     assert plan.input_bytes > 0
+
+
+def test_a_build_with_nothing_to_rebuild_leaves_latest_html_alone_and_says_so(cli, built_copy):
+    config, warehouse = built_copy
+    latest = Path(load_config(config).reports) / "latest.html"
+    before = latest.read_bytes()
+    code, out, err = cli("build", "--config", config)
+    assert code == 0, err
+    assert "0 tables built (6 unchanged, skipped)" in out
+    assert "verdict: none, no table was checked" in out and "verdict: PASS" not in out
+    own_report = Path(re.search(r"^report: (\S+) \(latest.html left as it was", out, re.MULTILINE).group(1))
+    assert own_report.is_file() and own_report != latest
+    assert latest.read_bytes() == before
+
+
+def test_the_summaries_count_in_the_singular_for_one(tmp_path):
+    step = StepResult(table="dms_laion_wide", layer="dms", rows_in=1, rows_out=1, quarantined=None, version=3,
+                      seconds=1.2, verdict="pass", path=str(tmp_path))
+    config = SimpleNamespace(warehouse=str(tmp_path))
+    total = format_results([step], config, wall_seconds=7.25).splitlines()[-1]
+    assert total == f"1 table built in 7.2 s under {tmp_path}"
+    rule = SimpleNamespace(success=True)
+    one = SimpleNamespace(tables=[SimpleNamespace(table="dms_laion_wide", version=3, rules=[rule])], rules=[rule])
+    assert format_rule_failures(one) == "1 rule on 1 table: all pass"
+    two = SimpleNamespace(tables=one.tables * 2, rules=[rule] * 2)
+    assert format_rule_failures(two) == "2 rules on 2 tables: all pass"
+
+
+def subcommands() -> dict:
+    (commands,) = [a for a in build_parser()._actions if a.choices and a.dest == "command"]
+    return commands.choices
+
+
+def test_help_lists_every_command_with_one_line_each(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli("--help")
+    assert code == 0
+    lines = out.splitlines()
+    listed = lines[lines.index("  COMMAND") + 1:lines.index("", lines.index("  COMMAND"))]
+    names = list(subcommands())
+    assert len(names) >= 11 and {"synth", "build", "sql", "dq", "export", "submit"} <= set(names)
+    assert [line.split()[0] for line in listed] == names  # each command once, in order, nothing wrapped
+    assert all(len(line.split(None, 1)) == 2 and len(line) <= 80 for line in listed), listed
+
+
+def test_every_option_help_says_its_default(cli, monkeypatch):
+    """Flags are off unless given, and an option one must give (or choose) has no default to say."""
+    monkeypatch.setenv("COLUMNS", "2000")  # no wrapped help text
+    checked = 0
+    for name, command in subcommands().items():
+        required_groups = [g for g in command._mutually_exclusive_groups if g.required]
+        code, out, _ = cli(name, "--help")
+        assert code == 0
+        entries = re.split(r"\n(?=  -)", out.split("\noptions:\n")[1])  # an option, then its help
+        for action in command._actions:
+            if (not action.option_strings or action.required or action.nargs == 0
+                    or any(action in g._group_actions for g in required_groups)):
+                continue
+            (entry,) = [e for e in entries if e.startswith(f"  {action.option_strings[-1]} ")]
+            assert "default: " in entry, f"laion-etl {name} {action.option_strings[-1]}: {entry.strip()}"
+            checked += 1
+    assert checked > 20
+    code, out, _ = cli("export", "--help")
+    assert "rows per shard or part (default: 10000)" in out and "(default: img2dataset)" in out

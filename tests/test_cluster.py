@@ -26,7 +26,7 @@ import etl.cluster.submit
 from etl.cli import main
 from etl.cluster.submit import job_script, spark_home
 from etl.engine.jvm_packages import jvm_packages
-from etl.engine.session import DELTA_SESSION_SETTINGS
+from etl.engine.session import DELTA_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS, QUIET_LOG_CONFIG, QUIET_SESSION_SETTINGS
 from etl.project.config import load_config
 from etl.project.project import load_project
 from helpers import REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config, \
@@ -147,6 +147,11 @@ def test_the_cluster_builds_the_rows_sail_builds(planted_on_both, table):
 @pytest.mark.jvm
 def test_the_build_ran_on_both_workers_of_the_cluster(planted_on_both, cluster):
     assert "6 tables built" in planted_on_both.built.stdout
+    # The driver submit starts reads the package's log4j2 configuration: warnings only, from the
+    # JVM's first line; what is left is the build's own lines, the summary and Ivy's resolution.
+    lines = [line for line in (planted_on_both.built.stdout + planted_on_both.built.stderr).splitlines()
+             if " ... still running (" not in line]  # the heartbeats count the machine's speed
+    assert len(lines) < 100 and not [line for line in lines if " INFO " in line], "\n".join(lines[:150])
     state = cluster.state()
     assert state["aliveworkers"] == 2
     apps = state["completedapps"]
@@ -262,8 +267,10 @@ def test_print_gives_the_spark_submit_line_for_conf_cluster_yaml(run_cli, tmp_pa
     assert found["--master"] == config.spark.master == "spark://127.0.0.1:7077"
     assert found["--deploy-mode"] == "client"
     assert found["--packages"] == ",".join(jvm_packages("delta", False))
-    expected_conf = {**DELTA_SESSION_SETTINGS, "spark.pyspark.python": sys.executable,
-                     "spark.pyspark.driver.python": sys.executable, **config.spark.conf}
+    quiet_driver = f"-Dlog4j2.configurationFile={REPO / 'etl' / 'engine' / QUIET_LOG_CONFIG}"
+    expected_conf = {**DELTA_SESSION_SETTINGS, **QUIET_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS: quiet_driver,
+                     "spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
+                     **config.spark.conf}
     assert dict(entry.split("=", 1) for entry in conf) == expected_conf and len(conf) == len(expected_conf)
     assert job == [str(REPO / "jobs" / "build.py"), "--config", str(config_path), "--layers", "ods,dmd"]
     shipped = Path(found["--py-files"])
@@ -280,12 +287,14 @@ def test_print_takes_the_options_over_the_config(run_cli, tmp_path, monkeypatch)
     config.write_text(config.read_text().replace(
         "spark: {shuffle_partitions: 2}",
         "spark: {master: 'local[3]', conf: {spark.pyspark.python: ./laion-env/bin/python, "
-        "spark.archives: 'laion-env.tar.gz#laion-env'}}"))
+        "spark.archives: 'laion-env.tar.gz#laion-env', spark.driver.extraJavaOptions: -Dmine=1}}"))
     _, argv = printed_line(run_cli, "--", "export", "--config", str(config), "--preset", "sd2", "--out", "x y")
     found, conf, job = options(argv)
     assert found["--master"] == "local[3]" and "--packages" not in found  # parquet on local paths: no jars
     assert "spark.pyspark.python=./laion-env/bin/python" in conf and "spark.archives=laion-env.tar.gz#laion-env" in conf
     assert f"spark.pyspark.driver.python={sys.executable}" in conf  # client mode: the driver runs here
+    quiet_driver = f"-Dlog4j2.configurationFile={REPO / 'etl' / 'engine' / QUIET_LOG_CONFIG}"
+    assert f"{DRIVER_JAVA_OPTIONS}={quiet_driver} -Dmine=1" in conf  # the user's options after ours: theirs win
     assert not any(entry.startswith("spark.sql.extensions=") for entry in conf)
     assert job[1:] == ["--config", str(config), "--preset", "sd2", "--out", "x y"]
     _, argv = printed_line(run_cli, "--master", "yarn", "--deploy-mode", "cluster", "--executor-python",
@@ -294,6 +303,7 @@ def test_print_takes_the_options_over_the_config(run_cli, tmp_path, monkeypatch)
     assert (found["--master"], found["--deploy-mode"]) == ("yarn", "cluster")
     assert "spark.pyspark.python=./other/bin/python" in conf
     assert "spark.pyspark.driver.python=./other/bin/python" in conf  # cluster mode: the driver runs there
+    assert f"{DRIVER_JAVA_OPTIONS}=-Dmine=1" in conf  # cluster mode: no file of ours there
 
 
 def test_submit_refuses_bad_arguments_before_spark_submit_starts(run_cli, tmp_path, monkeypatch, capsys):

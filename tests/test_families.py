@@ -127,7 +127,7 @@ def test_a_fourth_family_is_yaml_sql_and_contract(tmp_path, run_cli):
     project = captions_project(tmp_path / "mine")
 
     code, out, _ = run_cli("build", "--config", str(config), "--project-dir", str(project), "--dry-run")
-    assert code == 0 and "laion.ods_laion_captions" in out and "1 captions files (3 rows)" in out
+    assert code == 0 and "laion.ods_laion_captions" in out and "1 captions file (3 rows)" in out
     code, out, err = run_cli("build", "--config", str(config), "--project-dir", str(project))
     assert code == 0, err
 

@@ -83,6 +83,18 @@ def test_spark_submit_prints_the_build_summary(both_engines):
     assert "6 tables built" in submitted.stdout
 
 
+def test_spark_submit_output_is_the_builds_own_not_sparks_info_log(both_engines):
+    """A hand-written spark-submit line: the driver logs at WARN from the SparkContext's start
+    (spark.log.level); only the three lines Spark logs before it applies the level are INFO.
+    (Ivy's resolution of --packages is printed by spark-submit itself, about 25 lines.)"""
+    _, submitted = both_engines
+    # The build's heartbeats (one per table every 15 s) count the machine's speed, not the log's.
+    lines = [line for line in (submitted.stdout + submitted.stderr).splitlines() if " ... still running (" not in line]
+    info = [line for line in lines if " INFO " in line]
+    assert len(lines) < 100, "\n".join(lines[:150])
+    assert len(info) <= 3 and all(" INFO SparkContext: " in line for line in info), info
+
+
 @pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
 def test_jvm_and_sail_give_the_same_rows(both_engines, table):
     root, _ = both_engines

@@ -35,6 +35,7 @@ from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, INTERRUPTED, QUA
 from etl.warehouse.store import table_store
 
 log = logging.getLogger("etl")
+LATEST_REPORT = "latest.html"
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunOutcome:
     report_path: Path
     steps: list[StepResult]
     quality: RunQuality
+    latest_path: Optional[Path]  # latest.html when this run rewrote it; None when it left it alone
     error: Optional[BaseException] = None
 
 
@@ -157,7 +159,11 @@ def _finish(spark, project: Project, config: Config, record: RunRecord, quality:
     _add_current_coverage(run_quality)
     report_path = Path(config.reports) / f"{record.run_id}.html"
     write_report(run_quality, report_path)
-    shutil.copyfile(report_path, Path(config.reports) / "latest.html")
+    # A run that checked no table (a build with nothing to rebuild) has nothing to say about the
+    # current tables: latest.html keeps the last page that did, warnings and all.
+    latest_path = Path(config.reports) / LATEST_REPORT if quality or error is not None else None
+    if latest_path is not None:
+        shutil.copyfile(report_path, latest_path)
     record.finished_at = finished
     record.verdict = run_quality.verdict
     record.status = "failed" if error is not None or run_quality.verdict == FAIL_VERDICT else "succeeded"
@@ -165,7 +171,7 @@ def _finish(spark, project: Project, config: Config, record: RunRecord, quality:
     record.message = run_quality.failure or ""
     save_run(spark, project, config, record)
     return RunOutcome(run_id=record.run_id, verdict=run_quality.verdict, report_path=report_path, steps=[],
-                      quality=run_quality, error=error)
+                      quality=run_quality, latest_path=latest_path, error=error)
 
 
 def _failure_message(error: Optional[BaseException]) -> Optional[str]:

@@ -59,22 +59,29 @@ def _rebuild_cell(keys: Sequence[str], subsets: Sequence[str], outside_edit: Opt
     return f"{cell} ({outside_edit})" if outside_edit else cell
 
 
-def format_results(results, config: Config) -> str:
+def plural(count: int, noun: str) -> str:
+    """`1 table`, `2 tables`: the count with its noun (regular plurals only)."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def format_results(results, config: Config, wall_seconds: float) -> str:
+    """The steps' table, then the run's total: its wall time (session start, checks and
+    bookkeeping included), not the sum of the steps' own seconds."""
     rows = [(r.layer, f"{DATABASE}.{r.table}", r.rows_in, r.rows_out, r.quarantined, r.version, r.verdict, r.seconds)
             for r in results]
-    total = sum(r.seconds for r in results)
     built = [r for r in results if r.verdict != "unchanged"]
     header = ("layer", "table", "rows in", "rows out", "quarantined", "version", "checks", "seconds")
     unchanged = len(results) - len(built)
     skipped = f" ({unchanged} unchanged, skipped)" if unchanged else ""
-    return format_rows(header, rows) + f"\n{len(built)} tables built{skipped} in {total:.1f} s under {config.warehouse}"
+    return (format_rows(header, rows) + f"\n{plural(len(built), 'table')} built{skipped} in {wall_seconds:.1f} s "
+            f"under {config.warehouse}")
 
 
 def format_rule_failures(run) -> str:
     """Per table, the rules that did not pass; the report has everything."""
     rows = [(f"{DATABASE}.{t.table}", t.version, r.rule_id, r.status, r.observed_value if r.unexpected_count is None
              else r.unexpected_count) for t in run.tables for r in t.rules if not r.success]
-    checked = f"{len(run.rules)} rules on {len(run.tables)} tables"
+    checked = f"{plural(len(run.rules), 'rule')} on {plural(len(run.tables), 'table')}"
     if not rows:
         return f"{checked}: all pass"
     return format_rows(("table", "version", "rule", "status", "observed / unexpected"), rows) + f"\n{checked}"

@@ -22,6 +22,7 @@ from typing import Iterable, Optional, Sequence
 
 from pyspark.sql import DataFrame
 
+from etl.build.summary import plural
 from etl.ingest.images import INDEX_DDL, index_batches, list_shards
 from etl.ingest.sources import (MissingInputError, RefusedFile, SourceError, SourceFile, accepted_rows, read_family,
                                 rejected_rows, resolve_files)
@@ -123,7 +124,8 @@ class SourceFamilyView(InputView):
         ]
 
     def describe(self, subsets: Optional[Sequence[str]]) -> str:
-        return f"{len(self.read_files(subsets))} {self.family.name} files ({self.input_rows(subsets):,} rows)"
+        files = plural(len(self.read_files(subsets)), f"{self.family.name} file")
+        return f"{files} ({plural(self.input_rows(subsets), 'row')})"
 
     def input_rows(self, subsets: Optional[Sequence[str]]) -> int:
         return sum(f.footer.num_rows for f in self.read_files(subsets))
@@ -164,7 +166,7 @@ class ImageIndexView(InputView):
         return [[self.name, sorted([s.folder, s.file_name, s.size, s.modified_ns] for s in self.shards)]]
 
     def describe(self, subsets: Optional[Sequence[str]]) -> str:
-        return f"{len(self.shards)} img2dataset shards in {len(self.config.images)} folders"
+        return f"{plural(len(self.shards), 'img2dataset shard')} in {plural(len(self.config.images), 'folder')}"
 
     def bind(self, spark, subsets: Sequence[str]) -> None:
         if not self.shards:

@@ -106,9 +106,11 @@ def submit_line(config: Config, job: str, job_args: Sequence[str], master: Optio
     interpreter. In client mode the driver runs here, on this interpreter; in cluster mode it
     runs beside the executors, on theirs.
     """
-    from etl.engine.session import jvm_settings  # the engine's imports, only when a line is made
+    from etl.engine.session import jvm_settings, quiet_driver_settings  # the engine's imports, only when needed
 
     settings = jvm_settings(config)
+    if deploy_mode == "client":  # the driver starts here: its log configuration is a file here
+        settings.update(quiet_driver_settings(settings))
     python = executor_python or settings.get(EXECUTOR_PYTHON) or sys.executable
     settings[EXECUTOR_PYTHON] = python
     settings.setdefault(DRIVER_PYTHON, sys.executable if deploy_mode == "client" else python)

@@ -16,7 +16,9 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
@@ -39,6 +41,13 @@ DELTA_SESSION_SETTINGS = {
     # with 2. `spark.conf` in the config overrides it.
     "spark.databricks.delta.snapshotPartitions": "2",
 }
+# The driver logs warnings only, so a build's own progress lines are what a person reads; set
+# when the SparkContext starts (also under a hand-written spark-submit line). The JVM's start-up
+# before that is quietened by QUIET_LOG_CONFIG, where this package starts the JVM.
+QUIET_SESSION_SETTINGS = {"spark.log.level": "WARN"}
+QUIET_LOG_CONFIG = "log4j2-quiet.properties"  # next to this module
+QUIET_LOGGERS = ("org.apache.spark.sql.execution.CacheManager", "org.apache.spark.sql.execution.window.WindowExec")
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 def keep_release_pool_usable() -> None:
@@ -201,9 +210,24 @@ def _connect_session(url: Optional[str]):
 
 def jvm_settings(config: Config) -> dict[str, str]:
     """What a JVM session of the config is given beside master and packages: Delta's extension
-    and catalog for `format: delta`, S3A for `s3://` paths, then the user's `spark.conf`, which wins."""
+    and catalog for `format: delta`, S3A for `s3://` paths, the WARN log level, then the user's
+    `spark.conf`, which wins."""
     settings = dict(DELTA_SESSION_SETTINGS) if config.format == "delta" else {}
-    return {**settings, **jvm_s3_conf(config), **config.spark.conf}
+    return {**settings, **jvm_s3_conf(config), **QUIET_SESSION_SETTINGS, **config.spark.conf}
+
+
+def quiet_driver_settings(settings: Mapping[str, str]) -> dict[str, str]:
+    """`spark.driver.extraJavaOptions` for a driver JVM not started yet (client mode), pointing
+    log4j2 at this package's WARN configuration: `spark.log.level` only takes effect when the
+    SparkContext starts, after the JVM has logged its start-up at INFO. The user's own options
+    follow ours (the JVM keeps the last `-D` of a name, so their log4j2 file wins). Nothing when
+    the package is imported from a zip (no file to point at)."""
+    config_file = resources.files("etl.engine").joinpath(QUIET_LOG_CONFIG)
+    if not isinstance(config_file, Path):
+        return {}
+    option = f"-Dlog4j2.configurationFile={config_file}"
+    quoted = f'"{option}"' if " " in option else option  # Spark splits the options at spaces, minding quotes
+    return {DRIVER_JAVA_OPTIONS: f"{quoted} {settings.get(DRIVER_JAVA_OPTIONS, '')}".strip()}
 
 
 def _jvm_session(config: Config, submitted: bool):
@@ -217,9 +241,23 @@ def _jvm_session(config: Config, submitted: bool):
         builder = builder.master(config.spark.master).config("spark.ui.showConsoleProgress", "false")
         if config.spark.master.startswith("local"):
             builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-    for key, value in jvm_settings(config).items():
+    settings = jvm_settings(config)
+    if not submitted:  # pyspark starts the driver JVM here, with these options
+        settings.update(quiet_driver_settings(settings))
+    for key, value in settings.items():
         builder = builder.config(key, value)
     packages = jvm_packages(config.format, config.uses_s3)
     if packages and not submitted:
         builder = builder.config("spark.jars.packages", ",".join(packages))
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    _quiet_known_warnings(spark)
+    return spark
+
+
+def _quiet_known_warnings(spark) -> None:
+    """Silence the JVM warnings every build repeats and nobody can act on, hundreds of lines a
+    build: Great Expectations asks to cache frames already cached, and the duplicates rules count
+    over their (few) duplicated keys in one window without a partition (etl/quality/validation.py)."""
+    jvm = spark.sparkContext._jvm
+    for logger in QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(logger, jvm.org.apache.logging.log4j.Level.ERROR)

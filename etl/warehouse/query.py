@@ -11,7 +11,7 @@ from typing import Sequence
 
 from pyspark.errors import PySparkException
 
-from etl.build.summary import format_rows
+from etl.build.summary import format_rows, plural
 from etl.engine.session import engine_step
 from etl.warehouse.read_only_sql import ReadOnlyError, check_read_only, split_statements
 
@@ -36,7 +36,7 @@ def run_query(spark, query: str, limit: int) -> str:
     rows = df.limit(limit + 1).collect()
     text = format_rows(df.columns, [tuple(r) for r in rows[:limit]])
     more = f"\n(first {limit} rows shown; use --limit for more)" if len(rows) > limit else ""
-    return f"{text}\n{min(len(rows), limit)} rows{more}"
+    return f"{text}\n{plural(min(len(rows), limit), 'row')}{more}"
 
 
 def interactive_prompt(spark, limit: int, readable_roots: Sequence[str]) -> None:
