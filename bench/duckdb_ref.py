@@ -8,8 +8,8 @@ a DuckDB Python UDF over Arrow batches, and writes ODS, DMD and DMS as hive-part
 (`<out>/<layer>/<table>/subset=.../*.parquet`), each layer read back from the files the one
 before wrote, as the pipeline does. The SQL mirrors sql/ods, sql/dmd and sql/dms rule for rule:
 W/H swapped in base, NaN ids as null, one image per hash, the first configured aesthetic source
-wins, one base row per (subset, hash) by file_name, sample_id, url, text, license, nsfw, and the
-subset's default language. There are no images in the benchmark's sources, so the image index is
+holding a score wins, a DMD row for each hash only joined rows hold, one base row per (subset,
+hash) by file_name, sample_id, url, text, license, nsfw, and the subset's default language. There are no images in the benchmark's sources, so the image index is
 empty (its join still runs). It prints the same progress lines and summary table as
 `laion-etl build`, so bench/run.py reads both the same way.
 """
@@ -167,6 +167,19 @@ DMD = """
 with base as (
     select * from ods_laion_base
 ),
+joined_only_hashes as (
+    select distinct joined.subset, joined.hash
+    from ods_laion_joined as joined
+    anti join base on joined.subset = base.subset and joined.hash = base.hash
+),
+keyed_rows as (
+    select sample_id, url, text, width, height, similarity, hash, license, nsfw, language, file_name, subset
+    from base
+    union all
+    select null::bigint, null::varchar, null::varchar, null::integer, null::integer, null::double, hash,
+           null::varchar, null::varchar, null::varchar, null::varchar, subset
+    from joined_only_hashes
+),
 downloaded_images as (
     select * from ods_image_index where image_path is not null
 ),
@@ -191,15 +204,17 @@ aesthetic_per_hash as (
                    order by source_rank asc nulls first, file_name asc nulls last, aesthetic_score desc nulls last
                ) as aesthetic_rank
         from ods_laion_aesthetic
+        where aesthetic_score is not null
     )
     where aesthetic_rank = 1
 )
-select base.sample_id, base.url, base.text, base.width, base.height, base.similarity, base.hash,
-       base.license, base.nsfw, base.language, aesthetic_per_hash.aesthetic_score,
-       image_per_hash.image_path, image_per_hash.image_suffix, base.file_name, base.subset
-from base
-left join image_per_hash on base.hash = image_per_hash.hash
-left join aesthetic_per_hash on base.subset = aesthetic_per_hash.subset and base.hash = aesthetic_per_hash.hash
+select keyed_rows.sample_id, keyed_rows.url, keyed_rows.text, keyed_rows.width, keyed_rows.height,
+       keyed_rows.similarity, keyed_rows.hash, keyed_rows.license, keyed_rows.nsfw, keyed_rows.language,
+       aesthetic_per_hash.aesthetic_score, image_per_hash.image_path, image_per_hash.image_suffix,
+       keyed_rows.file_name, keyed_rows.subset
+from keyed_rows
+left join image_per_hash on keyed_rows.hash = image_per_hash.hash
+left join aesthetic_per_hash on keyed_rows.subset = aesthetic_per_hash.subset and keyed_rows.hash = aesthetic_per_hash.hash
 """
 
 DMS = """

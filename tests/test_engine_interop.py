@@ -30,7 +30,9 @@ from helpers import assert_same_rows, need_java, runs, warehouse_tables, write_p
 from jvm_jobs import spark_submit
 from planted import WIDE_SCHEMA, expected_wide_rows, write_planted_sources
 
-pytestmark = pytest.mark.jvm
+# Each walk is five JVM jobs and three Sail runs in one fixture: on a loaded 2-core machine that has
+# taken over 10 minutes (about 4 when idle).
+pytestmark = [pytest.mark.jvm, pytest.mark.timeout(900)]
 TABLES = load_project().tables
 NEW_NOLANG = ("http://h.example/8.jpg", "a new nolang sample")
 WIDE = "dms_laion_wide"
