@@ -68,3 +68,31 @@ def test_every_write_commits_with_the_run_id(spark, store, tmp_path):
     assert [commit.get("userMetadata") for commit in store.history(path)] == ["run-2", "run-1"]
     # delta-rs, not the engine, reads what the store wrote: the rows are in the table itself.
     assert read_delta(path).to_pylist() == [{"id": 2, "name": "en two", "subset": "en"}]
+
+
+def test_a_partial_rebuild_with_nulls_where_the_table_says_not_null_is_refused_before_writing(spark, store, tmp_path):
+    from deltalake import DeltaTable
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from etl.warehouse.store import PartialWriteError
+
+    path = str(tmp_path / "table")
+    strict = StructType([StructField("id", LongType()), StructField("name", StringType(), nullable=False),
+                         StructField("subset", StringType(), nullable=False)])
+    loose = StructType([StructField("id", LongType()), StructField("name", StringType()),
+                        StructField("subset", StringType(), nullable=False)])
+    store.write(spark, spark.createDataFrame([(1, "en one", "en"), (3, "nolang three", "nolang")], strict), path,
+                ["subset"], None, RUN_ID)
+    assert [f.nullable for f in DeltaTable(path).schema().fields] == [True, False, False]
+    version = store.version(path)
+
+    # The schemas differ but no row is null (an engine reading every column as nullable): written.
+    store.write(spark, spark.createDataFrame([(2, "en two", "en")], loose), path, ["subset"], {"subset": ["en"]}, RUN_ID)
+    assert rows(spark, store, path) == [(2, "en two", "en"), (3, "nolang three", "nolang")]
+    # A null there, in a partition being replaced: refused naming the column, nothing written.
+    with pytest.raises(PartialWriteError, match=r"hold nulls in name, .* rebuild the whole table once"):
+        store.write(spark, spark.createDataFrame([(4, None, "en")], loose), path, ["subset"], {"subset": ["en"]}, RUN_ID)
+    assert store.version(path) == version + 1
+    # A whole rebuild replaces the schema.
+    store.write(spark, spark.createDataFrame([(4, None, "en")], loose), path, ["subset"], None, RUN_ID)
+    assert rows(spark, store, path) == [(4, None, "en")]

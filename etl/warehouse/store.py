@@ -50,6 +50,10 @@ class BrokenTableError(RuntimeError):
     """A table whose log cannot be read; the message names the table's path and the log file."""
 
 
+class PartialWriteError(RuntimeError):
+    """A partial rebuild whose rows the table's current schema cannot take; the message says what to run."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     rows_written: Optional[int]
@@ -107,10 +111,14 @@ class TableStore(ABC):
         partial = bool(replace) and set(replace) <= set(partition_by) and self.exists(path)
         if partial:
             df = df.filter(replace_predicate(replace))
+            self._check_partial_schema(path, df)
         writer = df.write.format(self.format).mode("overwrite")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         return self._save(spark, writer, path, replace if partial else None, run_id)
+
+    def _check_partial_schema(self, path: str, df: DataFrame) -> None:
+        """Refuse, before writing, rows a partial rebuild cannot add under the table's current schema."""
 
     @abstractmethod
     def _save(self, spark, writer, path: str, replace: Optional[Mapping[str, Sequence[str]]],
@@ -175,6 +183,25 @@ class DeltaStore(TableStore):
 
     def _storage_options(self, path: str) -> Optional[dict[str, str]]:
         return self.s3.delta_storage_options() if path.startswith("s3://") else None
+
+    def _check_partial_schema(self, path: str, df: DataFrame) -> None:
+        """A replaceWhere keeps the table's schema, NOT NULL columns included: rows with a null where an
+        older SQL never had one (the DMD's file_name, since joined-only hashes have rows) would fail
+        mid-write with Delta's `NOT NULL constraint violated`; only a whole rebuild replaces the schema.
+        The rows are looked at only where the schemas differ (an engine may read every column as nullable)."""
+        from pyspark.sql import functions as F
+
+        required = {field.name for field in self._table(path).schema().fields if not field.nullable}
+        loosened = [field.name for field in df.schema.fields if field.nullable and field.name in required]
+        if not loosened:
+            return
+        counts = df.select(*[F.count(F.when(F.col(name).isNull(), 1)).alias(name) for name in loosened]).first()
+        with_nulls = [name for name in loosened if counts[name]]
+        if with_nulls:
+            raise PartialWriteError(
+                f"{path}: the new rows hold nulls in {', '.join(with_nulls)}, which this table's current version "
+                "(written by an older SQL) declares NOT NULL, and a partial rebuild keeps that schema: rebuild the "
+                "whole table once (a build without --subsets)")
 
     def exists(self, path: str) -> bool:
         """A Delta log is at `path`; one that cannot be read raises BrokenTableError (delta-rs's own
