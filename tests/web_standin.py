@@ -87,6 +87,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # img2dataset opens hundreds of connections at once; the default backlog of 5 turns that into
+    # SYN retries of seconds, and then into "timed out" downloads on a busy machine.
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address) -> None:
         import sys
