@@ -332,13 +332,3 @@ def test_the_job_script_of_a_zip_install_is_written_to_the_cache(tmp_path, monke
     assert script.parent == tmp_path / "cache" / "laion-etl" / "jobs" and script.suffix == ".py"
     assert script.read_bytes() == (REPO / "jobs" / "export.py").read_bytes()
     assert job_script("build") == REPO / "jobs" / "build.py"  # a checkout's own
-
-
-def test_every_config_file_named_in_the_docs_exists():
-    texts = {"README.md": (REPO / "README.md").read_text()}
-    for job in sorted((REPO / "jobs").glob("*.py")):
-        texts[f"jobs/{job.name}"] = job.read_text()
-    named = {(where, path) for where, text in texts.items() for path in re.findall(r"\bconf/[\w./-]+\.ya?ml\b", text)}
-    assert {path for _, path in named} >= {"conf/cluster.yaml", "conf/demo.yaml"}
-    missing = sorted(f"{path} (named in {where})" for where, path in named if not (REPO / path).is_file())
-    assert not missing, missing
