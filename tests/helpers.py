@@ -67,16 +67,46 @@ def serve_folder(root: Path):
     """An HTTP server on 127.0.0.1 serving `root`; yields its base URL."""
     import functools
     import http.server
-    import threading
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+        yield url
+
+
+@contextmanager
+def serving(server):
+    """Run an HTTP server bound on 127.0.0.1 in a thread; yields its base URL, then shuts it down."""
+    import threading
+
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def run_in_own_group(argv: list[str], *, cwd, env: dict, timeout: float, what: str):
+    """Run `argv` in a process group of its own, stdin closed, with a deadline. On a timeout the
+    group is killed and the test fails naming `what` with the output's tails; afterwards whatever
+    the command left running in the background (its group) is killed too."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{what} ran past {timeout:.0f} s:\n{out[-3000:]}\n{err[-3000:]}")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def read_delta(path) -> pa.Table:

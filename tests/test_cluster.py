@@ -9,10 +9,8 @@ through, bad configs refused before any JVM starts, config files named in the do
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import zipfile
@@ -29,8 +27,8 @@ from etl.engine.jvm_packages import jvm_packages
 from etl.engine.session import DELTA_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS, QUIET_LOG_CONFIG, QUIET_SESSION_SETTINGS
 from etl.project.config import load_config
 from etl.project.project import load_project
-from helpers import REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config, \
-    write_planted_project
+from helpers import (REPO, assert_same_rows, need_java, one_line, read_delta, run_in_own_group, runs,
+                     write_planted_config, write_planted_project)
 from planted import WIDE_SCHEMA, planted_config
 from standalone_cluster import StandaloneCluster, cluster_environment
 from test_packaging import fresh_venv
@@ -65,15 +63,8 @@ sys.meta_path.insert(0, RecordEtlImport())
 def submit_command(*args: str, env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """`laion-etl submit ARGS` as a user runs it, from a shell whose PATH lacks the virtualenv
     (spark-submit's wrapper must not need it); on a timeout its whole process group is killed."""
-    process = subprocess.Popen([sys.executable, "-m", "etl.cli", "submit", *args], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"laion-etl submit {' '.join(args)} timed out:\n{out[-3000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return run_in_own_group([sys.executable, "-m", "etl.cli", "submit", *args], cwd=cwd, env=env, timeout=timeout,
+                            what=f"laion-etl submit {' '.join(args)}")
 
 
 @pytest.fixture(scope="module")

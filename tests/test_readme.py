@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import REPO, read_delta
+from helpers import REPO, read_delta, run_in_own_group
 from web_standin import img2dataset_env, served_format, web_standin
 
 pytestmark = pytest.mark.timeout(1500)
@@ -70,20 +69,7 @@ def copy_of_repo(destination: Path) -> Path:
 
 
 def run_script(script: str, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"the README's commands ran past {timeout:.0f} s; last output:\n{err[-3000:]}")
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # what the blocks left running in the background
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return run_in_own_group(["bash", "-c", script], cwd=cwd, env=env, timeout=timeout, what="the README's commands")
 
 
 def readme_env(copy: Path, proxy: str) -> dict:

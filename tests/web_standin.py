@@ -15,11 +15,12 @@ import hashlib
 import http.server
 import io
 import os
-import threading
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Iterator
+
+from helpers import serving
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 MISSING_ONE_IN = 8
@@ -101,13 +102,8 @@ class _Server(http.server.ThreadingHTTPServer):
 @contextmanager
 def web_standin() -> Iterator[str]:
     """Run the stand-in on loopback; yields its proxy URL (`http://127.0.0.1:<port>`)."""
-    server = _Server(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Server(("127.0.0.1", 0), _Handler)) as url:
+        yield url
 
 
 def img2dataset_env(proxy: str, folder: Path, environ: dict | None = None) -> dict:
