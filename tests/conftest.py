@@ -18,9 +18,9 @@ from pytest_hang_watchdog import pytest_configure, pytest_runtest_protocol  # no
 # collection order when it is free. The longest files (JVM builds, clusters, the README walk; see
 # `--durations`) go first, so the short ones fill in at the end instead of one long file finishing
 # alone; a stable sort keeps every other file in its place and each file's tests together.
-LONGEST_FILES_FIRST = ("test_engine_interop.py", "test_jvm.py", "test_cluster.py", "test_jvm_s3.py",
-                       "test_readme.py", "test_faults_signals.py", "test_faults_killed_runs.py",
-                       "test_faults_hygiene.py", "test_jvm_sql.py", "test_stress_builds.py")
+LONGEST_FILES_FIRST = ("test_readme.py", "test_engine_interop.py", "test_jvm.py", "test_cluster.py",
+                       "test_jvm_s3.py", "test_faults_signals.py", "test_faults_killed_runs.py", "test_faults_hygiene.py",
+                       "test_jvm_sql.py", "test_stress_builds.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
