@@ -1,4 +1,4 @@
-"""The JVM laion_hash (etl/engine/jvm_hash.py, etl/engine/java/laionetl/LaionHash.java): the same
+"""The JVM laion_hash (etl/engine/jvm_hash.py, etl/engine/java/LaionHash.java): the same
 numbers as mmh3, what JVM sessions run instead of the pandas UDF, and the pandas UDF again when
 the jar cannot be built.
 
@@ -223,7 +223,7 @@ def test_without_javac_no_jar_one_warning_and_no_failure(tmp_path, monkeypatch, 
 
 def test_the_java_source_ships_in_the_zip_and_the_wheel():
     assert f"etl/engine/{jvm_hash.JAVA_SOURCE}" in package_members()
-    assert "etl.engine = java/**/*.java" in (REPO / "setup.cfg").read_text()
+    assert "etl.engine.java = *.java" in (REPO / "setup.cfg").read_text()
 
 
 if __name__ == "__main__":

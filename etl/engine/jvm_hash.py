@@ -1,7 +1,7 @@
 """LAION's hash as a JVM function, so JVM Spark hashes rows without a Python worker.
 
 The pandas UDF of etl/engine/hashing.py sends every row from the JVM to a Python worker and
-back; the ODS base table ran at about 43k rows/s per core so. `java/laionetl/LaionHash.java`
+back; the ODS base table ran at about 43k rows/s per core so. `java/LaionHash.java`
 (next to this module) is the same hash as a Spark `UDF2`. It is compiled here, against pyspark's
 own jars, into a jar in the cache folder named by the digest of its source: the same source is
 compiled once per machine, and a session never runs a jar of other code. `python -m
@@ -31,7 +31,7 @@ from etl.engine.hashing import SQL_FUNCTION_NAME, register_laion_hash
 log = logging.getLogger(__name__)
 
 JAVA_CLASS = "laionetl.LaionHash"
-JAVA_SOURCE = "java/laionetl/LaionHash.java"  # inside this package
+JAVA_SOURCE = "java/LaionHash.java"  # inside this package; its Java package is laionetl
 JAR_NAME = "laion-hash.jar"  # in the cache as laion-hash-<digest of the source>.jar
 JAR_PREFIX = "laion-hash-"
 JAVA_RELEASE = "17"  # pyspark 4's minimum Java
