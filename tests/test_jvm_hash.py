@@ -35,7 +35,7 @@ WIDE_CHARACTERS = ("é", "€", "🐱")
 
 
 def byte_length(url, text) -> int:
-    return len(((url or "") + (text or "")).encode("utf-8"))
+    return len((url + text).encode("utf-8"))
 
 
 def boundary_cases() -> list[tuple[str, str]]:
@@ -55,7 +55,8 @@ def boundary_cases() -> list[tuple[str, str]]:
 
 def edge_cases() -> list[tuple]:
     cases = [(None, None), (None, "a cat on a mat"), ("https://x.org/cat.jpg", None), ("", ""),
-             ("https://x.org/🐱.png", "cat 🐱🐈 on a mat"), ("https://例え.jp/画像", "日本語のテキスト"),
+             ("https://x.org/🐱.png", "cat 🐱🐈 on a mat"),  # 4-byte UTF-8
+             ("https://例え.jp/画像", "日本語のテキスト"),
              ("https://x.org/", "é" * 50_000), ("https://x.org/", "z" * 100_000)]
     return cases + boundary_cases()
 
@@ -146,8 +147,12 @@ def without_jar(tmp_path_factory):
     return run_child(out, no_jar=True)
 
 
+def mmh3_hash(url, text) -> int:
+    return mmh3.hash64(((url or "") + (text or "")).encode("utf-8"))[0]
+
+
 def expected_hashes() -> dict[int, int]:
-    return {i: mmh3.hash64(((url or "") + (text or "")).encode("utf-8"))[0] for i, (url, text) in enumerate(edge_cases())}
+    return {i: mmh3_hash(url, text) for i, (url, text) in enumerate(edge_cases())}
 
 
 def test_jvm_session_hashes_with_the_java_function(with_jar):
@@ -170,7 +175,7 @@ def test_java_function_equals_mmh3_on_the_real_pairs(with_jar):
     source = pq.read_table(REAL_PAIRS, columns=["URL", "TEXT"]).to_pylist()
     assert len(hashed) == len(source) == 10_000
     assert sorted((r["URL"], r["TEXT"]) for r in hashed) == sorted((r["URL"], r["TEXT"]) for r in source)
-    wrong = [r for r in hashed if r["hash"] != mmh3.hash64(((r["URL"] or "") + (r["TEXT"] or "")).encode("utf-8"))[0]]
+    wrong = [r for r in hashed if r["hash"] != mmh3_hash(r["URL"], r["TEXT"])]
     assert wrong == []
     assert len({r["hash"] for r in hashed}) > 9_900  # real numbers, not one constant
 

@@ -59,6 +59,7 @@ def build_jar() -> Path:
     javac = shutil.which("javac")
     if javac is None:
         raise JarBuildError("javac (JDK 17) not found; scripts/setup.sh --test installs it")
+    log.info("compiling the JVM laion_hash into %s (once for this source)", jar)
     with tempfile.TemporaryDirectory(prefix="laion-hash-") as scratch:
         source = Path(scratch, "src", JAVA_SOURCE)
         source.parent.mkdir(parents=True)
