@@ -226,6 +226,20 @@ def test_without_javac_no_jar_one_warning_and_no_failure(tmp_path, monkeypatch, 
         "javac (JDK 17) not found; scripts/setup.sh --test installs it"]
 
 
+def test_submit_passes_the_jar_after_the_users_own_jars(tmp_path, monkeypatch):
+    from etl.cluster.submit import submit_line
+    from etl.project.config import load_config
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(jvm_hash, "build_jar", lambda: tmp_path / "laion-hash-0123.jar")
+    config = tmp_path / "jvm.yaml"
+    config.write_text(planted_config(tmp_path / "sources", tmp_path / "warehouse", fmt="parquet", engine="spark")
+                      .replace("spark: {shuffle_partitions: 2}", "spark: {conf: {spark.jars: /opt/mine.jar}}"))
+    argv = list(submit_line(load_config(config), "build", []).argv)
+    assert argv[argv.index("--jars") + 1] == f"/opt/mine.jar,{tmp_path / 'laion-hash-0123.jar'}"
+    assert not any(word.startswith("spark.jars=") for word in argv)  # one list, not a --conf that --jars overrides
+
+
 def test_the_java_source_ships_in_the_zip_and_the_wheel():
     assert f"etl/engine/{jvm_hash.JAVA_SOURCE}" in package_members()
     assert "etl.engine.java = *.java" in (REPO / "setup.cfg").read_text()
