@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: the project's virtualenv (.venv) and, with --test, what the tests need:
-# Java 17 for the JVM engine and img2dataset in its own virtualenv (it pins old libraries).
+# a JDK 17 for the JVM engine (and its compiled laion_hash) and img2dataset in its own virtualenv (it pins old libraries).
 # One line per step; what pip, apt and Ivy print goes to .venv/setup.log, named when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,16 +48,19 @@ if [ "${1:-}" = "--test" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
   }
   can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
-  if ! command -v java >/dev/null 2>&1; then
+  if ! command -v javac >/dev/null 2>&1; then
     if can_apt; then
-      step "installing Java 17 for the JVM engine tests (apt)" apt_install openjdk-17-jre-headless
+      step "installing the JDK 17 for the JVM engine and its laion_hash (apt)" apt_install openjdk-17-jdk-headless
     else
-      echo "setup: java not found and cannot install it here; the JVM tests will skip (they fail on CI)" >&2
+      echo "setup: javac not found and cannot install it here; JVM tests will skip or fail (they fail on CI)" >&2
     fi
   fi
   if command -v java >/dev/null 2>&1; then
     step "fetching the JVM engine's jars (delta-spark, hadoop-aws) into Ivy's cache" \
       .venv/bin/python -m etl.engine.jvm_packages
+  fi
+  if command -v javac >/dev/null 2>&1; then
+    step "compiling the JVM laion_hash into ~/.cache/laion-etl (javac)" .venv/bin/python -m etl.engine.jvm_hash
   fi
   if ! command -v chromium >/dev/null 2>&1; then
     if can_apt; then

@@ -14,13 +14,13 @@ import zipfile
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from etl.project.resources import BUNDLE, bundled_root
 
 PROJECT_FOLDERS = ("sql", "expectations", "conf", "jobs")
 # Package data read through importlib.resources, as setup.cfg's package_data ships it in the wheel.
-PACKAGE_DATA = ("etl/quality/templates/",)
+PACKAGE_DATA = ("etl/quality/templates/", "etl/engine/java/")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
 
 
@@ -47,13 +47,18 @@ def package_members() -> dict[str, Traversable]:
 def write_package_zip(out: Path) -> int:
     """Write the zip to `out` (atomically); return the number of files in it."""
     members = package_members()
+    write_stable_zip(out, {name: entry.read_bytes() for name, entry in members.items()})
+    return len(members)
+
+
+def write_stable_zip(out: Path, members: Mapping[str, bytes]) -> None:
+    """A zip (or jar) of `members` written atomically, the same bytes for the same members."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(members):
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, members[name].read_bytes())
+            archive.writestr(info, members[name])
     os.replace(partial, out)
-    return len(members)

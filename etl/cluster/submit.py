@@ -63,12 +63,17 @@ def cache_folder() -> Path:
     return Path(root) / "laion-etl"
 
 
-def _by_content(folder: Path, name: str, data: bytes) -> Path:
-    """`data` under a name carrying its digest: two submits of different code never share a file,
-    and the same code always gets the same one."""
+def named_by_content(folder: Path, name: str, data: bytes) -> Path:
+    """`folder/name` with the digest of `data` added to the name: two submits of different code
+    never share a file, and the same code always gets the same one."""
     digest = hashlib.sha256(data).hexdigest()[:16]
     stem, dot, suffix = name.partition(".")
-    path = folder / f"{stem}-{digest}{dot}{suffix}"
+    return folder / f"{stem}-{digest}{dot}{suffix}"
+
+
+def _by_content(folder: Path, name: str, data: bytes) -> Path:
+    """`data` written under its `named_by_content` name, unless it is there already."""
+    path = named_by_content(folder, name, data)
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{path.name}.{os.getpid()}.partial"
@@ -106,7 +111,8 @@ def submit_line(config: Config, job: str, job_args: Sequence[str], master: Optio
     interpreter. In client mode the driver runs here, on this interpreter; in cluster mode it
     runs beside the executors, on theirs.
     """
-    from etl.engine.session import jvm_settings, quiet_driver_settings  # the engine's imports, only when needed
+    from etl.engine.jvm_hash import with_hash_jar  # the engine's imports, only when needed
+    from etl.engine.session import jvm_settings, quiet_driver_settings
 
     settings = jvm_settings(config)
     if deploy_mode == "client":  # the driver starts here: its log configuration is a file here
@@ -121,6 +127,9 @@ def submit_line(config: Config, job: str, job_args: Sequence[str], master: Optio
     if packages:
         argv += ["--packages", ",".join(packages)]
     argv += ["--py-files", str(shipped_package())]
+    jars = with_hash_jar(settings.pop("spark.jars", None))  # the JVM laion_hash, built from this code
+    if jars:
+        argv += ["--jars", jars]
     for key, value in settings.items():
         argv += ["--conf", f"{key}={value}"]
     argv += [str(job_script(job)), *job_args]

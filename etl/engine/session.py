@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Mapping, Optional
 
 from etl.project.config import Config
 from etl.engine.hashing import register_laion_hash
+from etl.engine.jvm_hash import register_jvm_laion_hash, with_hash_jar
 from etl.engine.jvm_packages import jvm_packages
 from etl.engine.paths import EnginePaths, use_aliases
 from etl.engine.sail_server import SailServerProcess
@@ -164,7 +165,10 @@ def open_session(config: Config, submitted: bool = False, interactive: bool = Fa
             with engine_step("session start"):
                 spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions or local_cores()))
                 spark.conf.set("spark.sql.session.timeZone", "UTC")
-                register_laion_hash(spark)
+                if engine == "spark":
+                    register_jvm_laion_hash(spark)
+                else:
+                    register_laion_hash(spark)
                 spark.sql(f"create database if not exists {DATABASE}")
             if interactive:
                 yield spark
@@ -244,6 +248,9 @@ def _jvm_session(config: Config, submitted: bool):
     settings = jvm_settings(config)
     if not submitted:  # pyspark starts the driver JVM here, with these options
         settings.update(quiet_driver_settings(settings))
+        jars = with_hash_jar(settings.get("spark.jars"))
+        if jars:
+            settings["spark.jars"] = jars
     for key, value in settings.items():
         builder = builder.config(key, value)
     packages = jvm_packages(config.format, config.uses_s3)
