@@ -2,22 +2,38 @@
 """Benchmark the full rebuild: ours on Sail, the same joins in DuckDB, the same pipeline on JVM Spark.
 
     python bench/run.py --sizes 1000000,10000000 --out bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
+    python bench/run.py --table bench/results/<run>.json     # the README's table from that run
 
 For each size (base rows over all subsets; joined rows are 99.5% of it) it writes synthetic
 sources with `etl.synth.generate` (reused when already there) under data/bench/, then runs, each
 in its own process whose whole process tree is sampled for memory every 0.2 s:
 
-  sail    `laion-etl build` with format delta on Sail (ours)
-  duckdb  bench/duckdb_ref.py: the same ODS -> DMD -> DMS as plain SQL, mmh3 through a DuckDB
-          Python UDF, parquet output
-  jvm     `laion-etl build --engine spark` on JVM Spark local[2], format parquet
-  hash    bench/hash_bench.py: the hash stage alone and through Sail
+  sail               `laion-etl build` with format delta on Sail (ours), checks included
+  duckdb             bench/duckdb_ref.py: the same ODS -> DMD -> DMS as plain SQL, mmh3 through a
+                     DuckDB Python UDF (one call per row), parquet output, no checks
+  duckdb-vectorised  the same, hashing with the project's compiled murmur3 kernel over Arrow batches
+                     (the strongest single-machine peer a user could pick)
+  jvm                `laion-etl build --engine spark` on JVM Spark local[2], format delta, checks
+                     included, with the engine's own memory and query settings (logged, recorded)
+  cluster            `laion-etl submit -- build` on a standalone Spark cluster started here (a
+                     master and two one-core workers), format delta, checks included; its
+                     per-core throughput gives the model for all of LAION-5B (docs/scale.md)
+  hash               bench/hash_bench.py: the hash stage alone and through Sail
 
 It prints per stage rows, seconds, rows/s per core, peak memory and output bytes, the ratios
-ours/DuckDB and ours/JVM from this run, and the scaling exponent log(t2/t1)/log(n2/n1) between
-the smallest and largest size; it checks that the three DMS tables agree (row count and a
-fingerprint of their columns), and writes the figures as JSON plus a PNG plot beside it. Exit
-code 1 when an engine failed or the outputs disagree (the JSON is written first).
+ours/each other engine from this run, and the scaling exponent log(t2/t1)/log(n2/n1) between the
+smallest and largest size; it checks that the DMS tables agree (row count and a fingerprint of
+their columns), and writes the figures, the versions, the machine and the commit as JSON plus a
+PNG plot beside it. Exit code 1 when an engine failed or the outputs disagree (the JSON is
+written first).
+
+`--tree` runs another checkout's etl/ and sql/ (this file's engines, sources and figures), so two
+commits are compared on the same data, a regression guard:
+
+    git worktree add /tmp/laion-base <commit>
+    python bench/run.py --sizes 1M --engines sail --tree /tmp/laion-base --out /tmp/base.json
+    python bench/run.py --sizes 1M --engines sail --out /tmp/head.json
+    git worktree remove /tmp/laion-base
 """
 
 from __future__ import annotations
@@ -39,7 +55,26 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
-ENGINES = ("sail", "duckdb", "jvm", "hash")
+ENGINES = ("sail", "duckdb", "duckdb-vectorised", "jvm", "cluster", "hash")
+PEERS = ("duckdb", "duckdb-vectorised", "jvm", "cluster")  # each compared with sail
+JVM_ENGINES = ("jvm", "cluster")
+FORMATS = {"sail": "delta", "jvm": "delta", "cluster": "delta", "duckdb": "parquet", "duckdb-vectorised": "parquet"}
+DUCKDB_HASHES = {"duckdb": "mmh3", "duckdb-vectorised": "compiled"}
+ENGINE_LABELS = {"sail": "Sail (ours, Delta, checks)", "duckdb": "DuckDB, mmh3 UDF (parquet)",
+                 "duckdb-vectorised": "DuckDB, vectorised hash (parquet)",
+                 "jvm": "JVM Spark local[2] (Delta, checks)", "cluster": "standalone cluster, 2 x 1 core (Delta, checks)"}
+# The cluster engine: two one-core workers on this machine (as tests/standalone_cluster.py starts
+# them), each executor with the memory a 1-core slot of a real node would have.
+CLUSTER_WORKERS = 2
+CLUSTER_WORKER_MEMORY = "4g"
+CLUSTER_EXECUTOR_MEMORY = "3g"
+# The scale model (docs/scale.md): all LAION-5B rows, costed at the cluster's measured core-seconds
+# per base row, times REAL_ROW_COST (real URL+TEXT are 1.9x the synthetic bytes; part of the work
+# is per row) over CLUSTER_EFFICIENCY (the share of a big cluster's cores busy on average).
+LAION_ROWS = 5_860_068_373
+REAL_ROW_COST = 1.5
+CLUSTER_EFFICIENCY = 0.7
+JVM_SETTINGS_LINE = re.compile(r"JVM Spark settings: (?P<settings>.*)$")
 ROWS_PER_FILE = 300_000  # target rows in the largest source files (laion2B-en base)
 EN_SHARE = 0.45  # etl.synth gives laion2B-en 45% of the base rows
 SAMPLE_SECONDS = 0.2
@@ -65,9 +100,10 @@ def parse_size(text: str) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", required=True,
-                        help="comma-separated base row counts, e.g. 1000000,10000000 (or 1M,10M)")
-    parser.add_argument("--out", required=True, type=Path, help="results JSON to write (the PNG goes beside it)")
+    parser.add_argument("--sizes", help="comma-separated base row counts, e.g. 1000000,10000000 (or 1M,10M)")
+    parser.add_argument("--out", type=Path, help="results JSON to write (the PNG goes beside it)")
+    parser.add_argument("--table", type=Path, metavar="RESULTS_JSON",
+                        help="print the markdown table of a results JSON's largest size (for the README) and exit")
     parser.add_argument("--engines", default=",".join(ENGINES),
                         help=f"comma-separated, from {','.join(ENGINES)} (default: all)")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench",
@@ -77,13 +113,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the checkout whose etl/ and sql/ run (default: this one), e.g. a git worktree")
     parser.add_argument("--shuffle-partitions", type=int,
                         help="spark.shuffle_partitions for sail and jvm (default: the config default)")
-    parser.add_argument("--jvm-driver-memory", default="6g", help="spark.driver.memory for local[2] (default 6g)")
-    parser.add_argument("--duckdb-hash", choices=("mmh3", "compiled"), default="mmh3",
-                        help="DuckDB's hash UDF: mmh3 (the reference, default) or the project's compiled kernel")
+    parser.add_argument("--jvm-driver-memory",
+                        help="spark.driver.memory for local[2] (default: the engine's own, from the machine's memory)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per engine run")
     parser.add_argument("--keep-outputs", action="store_true", help="keep each engine's tables after measuring")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        if not args.table.is_file():
+            parser.error(f"--table {args.table}: no such file")
+        return args
+    if not args.sizes or not args.out:
+        parser.error("--sizes and --out are required (or --table RESULTS_JSON)")
 
     try:
         args.sizes = sorted(set(parse_size(s) for s in args.sizes.split(",") if s.strip()))
@@ -106,9 +147,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--shuffle-partitions: must be a positive integer")
     if args.timeout <= 0:
         parser.error("--timeout: must be positive")
-    if "jvm" in args.engines and shutil.which("java") is None:
-        parser.error("--engines jvm: java is not on PATH (install Java 17, or leave jvm out)")
-    if "duckdb" in args.engines:
+    jvm = [e for e in args.engines if e in JVM_ENGINES]
+    if jvm and shutil.which("java") is None:
+        parser.error(f"--engines {','.join(jvm)}: java is not on PATH (install Java 17, or leave them out)")
+    if any(e.startswith("duckdb") for e in args.engines):
         try:
             import duckdb  # noqa: F401
         except ImportError:
@@ -122,10 +164,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- process-tree memory -----------------------------------------------------------------------
 
 class TreeMemory:
-    """Peak resident memory of a process and all its descendants, sampled every 0.2 s."""
+    """Peak resident memory of a process and all its descendants, sampled every 0.2 s; with
+    `other_roots`, of theirs too (a standalone cluster's JVMs are no children of the submit)."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pid: int, other_roots: tuple[int, ...] = ()) -> None:
+        self.roots = (pid, *other_roots)
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -159,11 +202,13 @@ class TreeMemory:
 
     def _tree_rss(self) -> int:
         if self._psutil is not None:
-            try:
-                root = self._psutil.Process(self.pid)
-                processes = [root, *root.children(recursive=True)]
-            except self._psutil.Error:
-                return 0
+            processes = []
+            for pid in self.roots:
+                try:
+                    root = self._psutil.Process(pid)
+                    processes += [root, *root.children(recursive=True)]
+                except self._psutil.Error:
+                    continue
             total = 0
             for process in processes:
                 try:
@@ -185,7 +230,7 @@ class TreeMemory:
                 continue
             ppid = int(stat[stat.rindex(")") + 2:].split()[1])
             children.setdefault(ppid, []).append(int(entry))
-        total, pending = 0, [self.pid]
+        total, pending = 0, list(self.roots)
         while pending:
             pid = pending.pop()
             try:
@@ -199,8 +244,10 @@ class TreeMemory:
 
 # --- one engine run ----------------------------------------------------------------------------
 
-def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout: float, cwd: Path = REPO) -> dict:
-    """Run `command` in its own session; time it, sample its tree's memory, follow its stages.
+def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout: float, cwd: Path = REPO,
+               other_roots: tuple[int, ...] = ()) -> dict:
+    """Run `command` in its own session; time it, sample its tree's memory (and `other_roots`'
+    trees), follow its stages on either stream (under spark-submit the build logs to stdout).
 
     `python -m` puts the working directory first on sys.path: run it in the tree being measured."""
     print(f"  [{name}] $ {' '.join(command)}", flush=True)
@@ -211,24 +258,27 @@ def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                    cwd=str(cwd), start_new_session=True, bufsize=1, errors="replace")
-        memory = TreeMemory(process.pid).start()
+        memory = TreeMemory(process.pid, other_roots).start()
+
+        def follow_stage(line: str) -> None:
+            match = STAGE_LINE.search(line.rstrip())
+            if match:
+                stage = stages.setdefault(match["table"], {"layer": match["layer"]})
+                if match["end"].strip() == "...":
+                    stage["start"] = time.monotonic()
+                else:
+                    stage["end"] = time.monotonic()
+                    print(f"  [{name}] {line.strip()}", flush=True)
 
         def follow_stderr() -> None:
             for line in process.stderr:
-                now = time.monotonic()
                 log.write(line)
-                match = STAGE_LINE.search(line.rstrip())
-                if match:
-                    stage = stages.setdefault(match["table"], {"layer": match["layer"]})
-                    if match["end"].strip() == "...":
-                        stage["start"] = now
-                    else:
-                        stage["end"] = now
-                        print(f"  [{name}] {line.strip()}", flush=True)
+                follow_stage(line)
 
         def follow_stdout() -> None:
             for line in process.stdout:
                 stdout_lines.append(line.rstrip("\n"))
+                follow_stage(line)
 
         readers = [threading.Thread(target=follow_stderr, daemon=True), threading.Thread(target=follow_stdout, daemon=True)]
         for reader in readers:
@@ -257,6 +307,7 @@ def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout
         "stdout": stdout_lines,
     }
     result["summary"] = parse_summary(stdout_lines)
+    result["jvm_settings"] = jvm_settings_logged(log_path.read_text(errors="replace").splitlines())
     for table, window in stages.items():
         if "start" in window and "end" in window:
             window["peak_rss_bytes"] = memory.peak(window["start"], window["end"])
@@ -284,10 +335,20 @@ def parse_summary(lines: list[str]) -> list[dict]:
                     "table": row["table"].removeprefix("laion."),
                     "rows_in": number(row.get("rows in")),
                     "rows_out": number(row.get("rows out")),
+                    "checks": row.get("checks"),  # the contract checks' verdict (DuckDB's reference has none)
                     "seconds": float(row["seconds"]),
                 })
             return rows
     return []
+
+
+def jvm_settings_logged(lines: list[str]) -> Optional[dict]:
+    """The settings a JVM session logged at start (etl/engine/session.py), None when it logged none."""
+    for line in lines:
+        match = JVM_SETTINGS_LINE.search(line.rstrip())
+        if match:
+            return dict(item.split("=", 1) for item in match["settings"].split())
+    return None
 
 
 def number(cell: Optional[str]) -> Optional[int]:
@@ -370,16 +431,20 @@ def ensure_sources(size_dir: Path, rows: int, seed: int, parts: int) -> dict:
 
 
 def write_config(path: Path, sources: Path, warehouse: Path, engine: str, fmt: str, args,
-                 planted_duplicates: int = 0) -> Path:
+                 planted_duplicates: int = 0, master: str = "local[2]") -> Path:
+    """A build config over the benchmark's sources. On a cluster (`master` not local) each
+    executor gets one core and CLUSTER_EXECUTOR_MEMORY; everything else is the engine's default."""
     import yaml
 
     def globs(folder: str) -> str:
         return str(sources / folder / "*.parquet")
 
-    spark: dict = {"master": "local[2]"}
+    spark: dict = {"master": master}
     if args.shuffle_partitions:
         spark["shuffle_partitions"] = args.shuffle_partitions
-    if engine == "spark":
+    if not master.startswith("local"):
+        spark["conf"] = {"spark.executor.cores": "1", "spark.executor.memory": CLUSTER_EXECUTOR_MEMORY}
+    elif engine == "spark" and args.jvm_driver_memory:
         spark["conf"] = {"spark.driver.memory": args.jvm_driver_memory}
     config = {
         "engine": engine,
@@ -457,23 +522,26 @@ def run_size(rows: int, args, cores: int) -> dict:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir()
-        fmt = {"sail": "delta", "jvm": "parquet", "duckdb": "parquet"}.get(engine)
+        fmt = FORMATS.get(engine)
+        warehouse = out / "warehouse"
+        engine_cores = cores
         if engine == "sail":
-            config = write_config(size_dir / "sail.yaml", sources, out / "warehouse", "sail", "delta", args, planted)
+            config = write_config(size_dir / "sail.yaml", sources, warehouse, "sail", "delta", args, planted)
             run = run_engine(engine, [python, "-m", "etl.cli", "build", "--config", str(config)],
                              engine_env(args), logs / "sail.log", args.timeout, cwd=args.tree)
-            warehouse = out / "warehouse"
         elif engine == "jvm":
-            config = write_config(size_dir / "jvm.yaml", sources, out / "warehouse", "spark", "parquet", args, planted)
+            config = write_config(size_dir / "jvm.yaml", sources, warehouse, "spark", fmt, args, planted)
             run = run_engine(engine, [python, "-m", "etl.cli", "build", "--config", str(config), "--engine", "spark"],
                              engine_env(args, jvm=True), logs / "jvm.log", args.timeout, cwd=args.tree)
-            warehouse = out / "warehouse"
-        elif engine == "duckdb":
+        elif engine == "cluster":
+            run, engine_cores = run_on_cluster(size_dir, sources, warehouse, args, planted)
+        elif engine in DUCKDB_HASHES:
+            # Only the config's sources are read; DuckDB writes its own layout under `out`.
             config = write_config(size_dir / "sail.yaml", sources, size_dir / "sail" / "warehouse", "sail", "delta", args,
                                   planted)
             run = run_engine(engine, [python, str(REPO / "bench" / "duckdb_ref.py"), "--config", str(config),
-                                      "--out", str(out), "--threads", str(cores), "--hash", args.duckdb_hash],
-                             engine_env(args), logs / "duckdb.log", args.timeout)
+                                      "--out", str(out), "--threads", str(cores), "--hash", DUCKDB_HASHES[engine]],
+                             engine_env(args), logs / f"{engine}.log", args.timeout)
             warehouse = out
         else:  # hash
             hash_input = size_dir / "hash_input.parquet"
@@ -486,10 +554,11 @@ def run_size(rows: int, args, cores: int) -> dict:
                                 None),
             }
             continue
-        stages = stage_figures(run, warehouse, cores)
+        stages = stage_figures(run, warehouse, engine_cores)
         dms = next((s for s in stages if s["table"] == DMS_TABLE), None)
         figures = {
             "format": fmt,
+            "cores": engine_cores,
             "exit_code": run["exit_code"],
             "timed_out": run["timed_out"],
             "wall_seconds": run["wall_seconds"],
@@ -501,6 +570,9 @@ def run_size(rows: int, args, cores: int) -> dict:
             "stages": stages,
             "log": run["log"],
         }
+        if engine in JVM_ENGINES:
+            figures["jvm_settings"] = run["jvm_settings"]
+            figures["command"] = run["command"]
         if run["exit_code"] == 0 and dms:
             figures["dms_fingerprint"] = fingerprint(data_files(warehouse / "dms" / DMS_TABLE, fmt))
         result["engines"][engine] = figures
@@ -509,7 +581,45 @@ def run_size(rows: int, args, cores: int) -> dict:
         print_engine(engine, figures)
     result["checks"] = compare(result["engines"])
     result["ratios"] = ratios(result["engines"])
+    cluster = result["engines"].get("cluster")
+    if cluster and cluster["exit_code"] == 0 and cluster["stage_seconds"]:
+        result["scale_model"] = scale_model(rows, cluster["stage_seconds"], cluster["cores"])
     return result
+
+
+def run_on_cluster(size_dir: Path, sources: Path, warehouse: Path, args, planted: int) -> tuple[dict, int]:
+    """`laion-etl submit -- build` on a standalone cluster started for this run and stopped after
+    it: the master, CLUSTER_WORKERS one-core workers; the driver runs here (client mode). Memory
+    is sampled over the submit's tree and the cluster's JVMs (the executors are their children)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from standalone_cluster import StandaloneCluster  # the tests' cluster: one way to start and stop it
+
+    cores = CLUSTER_WORKERS
+    with StandaloneCluster(size_dir / "cluster", workers=CLUSTER_WORKERS, cores=1,
+                           memory=CLUSTER_WORKER_MEMORY) as cluster:
+        config = write_config(size_dir / "cluster.yaml", sources, warehouse, "spark", "delta", args, planted,
+                              master=cluster.master_url)
+        run = run_engine("cluster", cluster_command(config), engine_env(args, jvm=True),
+                         size_dir / "logs" / "cluster.log", args.timeout, cwd=args.tree,
+                         other_roots=tuple(p.pid for p in cluster.processes))
+    return run, cores
+
+
+def cluster_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "etl.cli", "submit", "--", "build", "--config", str(config)]
+
+
+def scale_model(base_rows: int, stage_seconds: float, cores: int) -> dict:
+    """Core-hours for all LAION-5B rows from the cluster's measured cost per base row (stages,
+    whole build with its checks): rows x core-seconds per row x REAL_ROW_COST / CLUSTER_EFFICIENCY."""
+    core_seconds_per_row = stage_seconds * cores / base_rows
+    return {
+        "base_rows_per_s_per_core": 1 / core_seconds_per_row,
+        "laion_rows": LAION_ROWS,
+        "real_row_cost": REAL_ROW_COST,
+        "cluster_efficiency": CLUSTER_EFFICIENCY,
+        "core_hours": LAION_ROWS * core_seconds_per_row * REAL_ROW_COST / CLUSTER_EFFICIENCY / 3600,
+    }
 
 
 def write_hash_input(sources: Path, path: Path) -> None:
@@ -529,7 +639,7 @@ def compare(engines: dict) -> dict:
     """Do the DMS tables agree? Row counts always; the fingerprints where both were taken."""
     checks = {}
     ours = engines.get("sail")
-    for other in ("duckdb", "jvm"):
+    for other in PEERS:
         theirs = engines.get(other)
         if not ours or not theirs:
             continue
@@ -548,7 +658,7 @@ def ratios(engines: dict) -> dict:
     """ours / other for the same run: total wall, stage totals, each layer, peak memory."""
     out = {}
     ours = engines.get("sail")
-    for other in ("duckdb", "jvm"):
+    for other in PEERS:
         theirs = engines.get(other)
         if not ours or not theirs or ours["exit_code"] or theirs["exit_code"]:
             continue
@@ -615,13 +725,13 @@ def print_summary(results: dict) -> None:
     print("\n=== summary ===")
     for size in results["sizes"]:
         line = []
-        for engine in ("sail", "duckdb", "jvm"):
+        for engine in ("sail", *PEERS):
             figures = size["engines"].get(engine)
             if figures:
                 state = "" if figures["exit_code"] == 0 else " FAILED"
                 line.append(f"{engine} {figures['wall_seconds']:.1f} s wall / {figures['stage_seconds']:.1f} s stages"
                             f" / {fmt_bytes(figures['peak_rss_bytes'])}{state}")
-        print(f"  {size['rows']:,} base rows ({size['joined_rows']:,} joined): " + "; ".join(line))
+        print(f"  {size['rows']:,} base rows ({size['joined_rows']:,} joined): " + ";\n    ".join(line))
         for name, ratio in size["ratios"].items():
             print(f"    {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items() if v is not None))
         for name, check in size["checks"].items():
@@ -630,6 +740,11 @@ def print_summary(results: dict) -> None:
         hash_figures = size["engines"].get("hash", {}).get("results") or []
         for item in hash_figures:
             print(f"    hash [{item['scope']}] {item['how']}: {item['rows_per_s'] / 1e6:.2f} M rows/s")
+        model = size.get("scale_model")
+        if model:
+            print(f"    scale model: {model['base_rows_per_s_per_core']:,.0f} base rows/s per core on the cluster -> "
+                  f"{model['core_hours']:,.0f} core-hours for {model['laion_rows']:,} rows "
+                  f"(x{model['real_row_cost']} real rows / {model['cluster_efficiency']} efficiency)")
     for engine, exponent in results["exponents"].items():
         print(f"  scaling exponent {engine}: " + ", ".join(f"{k} {v:.2f}" for k, v in exponent.items()))
 
@@ -640,7 +755,8 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"sail": "tab:blue", "duckdb": "tab:orange", "jvm": "tab:green"}
+    colors = {"sail": "tab:blue", "duckdb": "tab:orange", "duckdb-vectorised": "tab:brown", "jvm": "tab:green",
+              "cluster": "tab:purple"}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for engine, color in colors.items():
         points = [(s["joined_rows"], s["engines"][engine]["wall_seconds"]) for s in results["sizes"]
@@ -692,6 +808,27 @@ def meta(args, cores: int) -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
+    def first_line(command: list[str]) -> Optional[str]:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        lines = (done.stdout + done.stderr).splitlines()  # java -version writes to stderr
+        return lines[0].strip() if lines else None
+
+    def cpu_model() -> Optional[str]:
+        try:
+            return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("model name")), None)
+        except OSError:
+            return None
+
+    def delta_spark_jar() -> Optional[str]:
+        # The measured tree's artifact, read (not imported: an older tree may not have the module).
+        source = args.tree / "etl" / "engine" / "jvm_packages.py"
+        found = re.search(r'DELTA_SPARK = "([^"]+)"', source.read_text()) if source.is_file() else None
+        return found.group(1) if found else None
+
     status = git("status", "--porcelain")
     return {
         "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -702,19 +839,76 @@ def meta(args, cores: int) -> dict:
         "cores": cores,
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
-        "versions": {p: version(p) for p in ("pysail", "pyspark", "duckdb", "numba", "mmh3", "pyarrow", "deltalake")},
+        "versions": {**{p: version(p) for p in ("pysail", "pyspark", "delta-spark", "duckdb", "numba", "mmh3",
+                                                 "pyarrow", "deltalake")},
+                     "delta-spark jar": delta_spark_jar(), "java": first_line(["java", "-version"])},
         "seed": args.seed,
         "engines": args.engines,
         "shuffle_partitions": args.shuffle_partitions,
         "jvm_driver_memory": args.jvm_driver_memory,
-        "duckdb_hash": args.duckdb_hash,
+        "cluster": {"workers": CLUSTER_WORKERS, "cores_per_worker": 1, "worker_memory": CLUSTER_WORKER_MEMORY,
+                    "executor_memory": CLUSTER_EXECUTOR_MEMORY},
         "rows_per_file_target": ROWS_PER_FILE,
     }
 
 
+def markdown_table(results: dict) -> str:
+    """The README's benchmark table from one results JSON: its largest size, every engine that
+    ran there, then the ratios, the hash, the scale model and what was measured on what."""
+    size = results["sizes"][-1]
+    engines = [e for e in ("sail", *PEERS) if e in size["engines"]]
+    runs = [size["engines"][e] for e in engines]
+
+    def row(label: str, cells) -> str:
+        return "| " + " | ".join([label, *cells]) + " |"
+
+    def seconds(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    def ok(run: dict, text: str) -> str:
+        return text if run["exit_code"] == 0 else f"failed (exit {run['exit_code']})"
+
+    lines = [row(f"{size['rows']:,} base rows ({size['joined_rows']:,} joined)", [ENGINE_LABELS[e] for e in engines]),
+             "|" + "---|" * (len(engines) + 1),
+             row("wall seconds", [ok(r, seconds(r["wall_seconds"])) for r in runs]),
+             row("stage seconds", [ok(r, seconds(r["stage_seconds"])) for r in runs]),
+             row("peak memory, whole process tree", [fmt_bytes(r["peak_rss_bytes"]) for r in runs])]
+    tables = [s["table"] for s in runs[0]["stages"]] if runs else []
+    for table in tables:
+        stage_seconds = [next((s["seconds"] for s in r["stages"] if s["table"] == table), None) for r in runs]
+        lines.append(row(table, [seconds(v) + " s" if v is not None else "-" for v in stage_seconds]))
+    lines.append(row("whole pipeline, base rows/s per core (stages)",
+                     [f"{size['rows'] / r['stage_seconds'] / r['cores']:,.0f}" if r["stage_seconds"] else "-"
+                      for r in runs]))
+    lines.append(row("Sail / this engine, wall (stages)",
+                     ["1" if e == "sail" else
+                      (f"{ratio['wall']:.2f} ({ratio['stages']:.2f})" if (ratio := size["ratios"].get(f"sail_over_{e}"))
+                       else "-") for e in engines]))
+    notes = []
+    for item in (size["engines"].get("hash", {}).get("results") or []):
+        notes.append(f"hash [{item['scope']}] {item['how']}: {item['rows_per_s'] / 1e6:.2f} M rows/s")
+    model = size.get("scale_model")
+    if model:
+        notes.append(f"scale model: {model['base_rows_per_s_per_core']:,.0f} base rows/s per core on the cluster -> "
+                     f"{model['core_hours']:,.0f} core-hours for {model['laion_rows']:,} rows")
+    for engine, exponent in results.get("exponents", {}).items():
+        notes.append(f"scaling exponent {engine} {results['sizes'][0]['rows']:,} -> {size['rows']:,}: "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in exponent.items()))
+    info = results["meta"]
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
+    notes.append(f"commit {(info['git_commit'] or '?')[:10]}{' (dirty)' if info['git_dirty_files'] else ''}, "
+                 f"{info['started']}, {info['cores']} cores, {fmt_bytes(info['memory_bytes'])}; "
+                 f"python {info['python']}, {versions}")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     cores = os.cpu_count() or 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = {"meta": meta(args, cores), "sizes": []}

@@ -49,6 +49,36 @@ QUIET_SESSION_SETTINGS = {"spark.log.level": "WARN"}
 QUIET_LOG_CONFIG = "log4j2-quiet.properties"  # next to this module
 QUIET_LOGGERS = ("org.apache.spark.sql.execution.CacheManager", "org.apache.spark.sql.execution.window.WindowExec")
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+# The JVM engine's query settings, set on its session unless the config's `spark.conf` or the
+# spark-submit line (`--conf`, spark-defaults.conf) gives them: the user's figure always wins.
+JVM_SQL_TUNING = {
+    # Adaptive execution re-plans each stage from the sizes the stages before it measured: it
+    # merges small shuffle partitions (so `shuffle_partitions: auto` may err wide), splits skewed
+    # join keys (a few LAION hashes repeat thousands of times), and turns a join whose measured
+    # side is small into a broadcast: the duplicate-key sides of the DMD and DMS queries and the
+    # image index of a small build.
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.adaptive.skewJoin.enabled": "true",
+    # Static plans broadcast from file sizes (compressed, so up to ~5x that in memory): 32 MB keeps
+    # a broadcast under ~200 MB of executor memory. At run time the measured (in-memory) size is
+    # known, so the adaptive threshold can be higher.
+    "spark.sql.autoBroadcastJoinThreshold": "32MB",
+    "spark.sql.adaptive.autoBroadcastJoinThreshold": "64MB",
+    # Bytes of source file one read task takes, and rows of one Arrow batch handed to a Python
+    # UDF: together they bound a task's memory whatever the size of the build.
+    "spark.sql.files.maxPartitionBytes": "128MB",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
+}
+# A local-mode JVM is driver and executor in one: its heap is the build's memory. A quarter of the
+# machine, 1 to 4 GiB: on a 24 GB machine the JVM, its Python workers and this process stay under
+# 8 GB; on a small laptop it leaves the rest of the machine its memory. Fixed when the JVM starts.
+LOCAL_HEAP_SHARE = 4
+LOCAL_HEAP_GIB = (1, 4)
+LOCAL_MEMORY_FRACTION = "0.6"  # of the heap for execution and storage (Spark's default), the rest for objects
+# What a JVM session logs at start and the benchmark records: the settings that decide its speed and memory.
+REPORTED_JVM_SETTINGS = ("spark.master", "spark.driver.memory", "spark.executor.memory", "spark.executor.cores",
+                         "spark.memory.fraction", *JVM_SQL_TUNING)
 
 
 def keep_release_pool_usable() -> None:
@@ -220,6 +250,31 @@ def jvm_settings(config: Config) -> dict[str, str]:
     return {**settings, **jvm_s3_conf(config), **QUIET_SESSION_SETTINGS, **config.spark.conf}
 
 
+def local_memory_settings(machine_bytes: int) -> dict[str, str]:
+    """Heap and memory fraction for a local-mode JVM on a machine of `machine_bytes`."""
+    low, high = LOCAL_HEAP_GIB
+    heap = min(high, max(low, machine_bytes // LOCAL_HEAP_SHARE // 2**30))
+    return {"spark.driver.memory": f"{heap}g", "spark.memory.fraction": LOCAL_MEMORY_FRACTION}
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def apply_jvm_tuning(spark) -> dict[str, str]:
+    """Set JVM_SQL_TUNING on the session where the launched context does not give a figure (the
+    config's `spark.conf` reaches the context through the builder, spark-submit's through its
+    line), then log the settings that decide speed and memory; returns them."""
+    launched = spark.sparkContext.getConf()
+    for key, value in JVM_SQL_TUNING.items():
+        if not launched.contains(key):
+            spark.conf.set(key, value)
+    settings = {key: spark.conf.get(key, None) or launched.get(key, None) for key in REPORTED_JVM_SETTINGS}
+    reported = {key: value for key, value in settings.items() if value is not None}
+    log.info("JVM Spark settings: %s", " ".join(f"{key}={value}" for key, value in reported.items()))
+    return reported
+
+
 def quiet_driver_settings(settings: Mapping[str, str]) -> dict[str, str]:
     """`spark.driver.extraJavaOptions` for a driver JVM not started yet (client mode), pointing
     log4j2 at this package's WARN configuration: `spark.log.level` only takes effect when the
@@ -251,6 +306,8 @@ def _jvm_session(config: Config, submitted: bool):
         jars = with_hash_jar(settings.get("spark.jars"))
         if jars:
             settings["spark.jars"] = jars
+        if config.spark.master.startswith("local"):
+            settings = {**local_memory_settings(machine_memory_bytes()), **settings}
     for key, value in settings.items():
         builder = builder.config(key, value)
     packages = jvm_packages(config.format, config.uses_s3)
@@ -258,6 +315,7 @@ def _jvm_session(config: Config, submitted: bool):
         builder = builder.config("spark.jars.packages", ",".join(packages))
     spark = builder.getOrCreate()
     _quiet_known_warnings(spark)
+    apply_jvm_tuning(spark)
     return spark
 
 
