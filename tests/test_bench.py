@@ -141,11 +141,6 @@ def test_bench_reads_the_settings_a_jvm_session_logs():
     assert bench.jvm_settings_logged(["no settings here"]) is None
 
 
-@pytest.mark.parametrize("machine_gib, heap", [(2, "1g"), (8, "2g"), (15, "3g"), (24, "4g"), (256, "4g")])
-def test_local_jvm_heap_is_a_quarter_of_the_machine_within_bounds(machine_gib, heap):
-    assert local_memory_settings(machine_gib * 2**30) == {"spark.driver.memory": heap, "spark.memory.fraction": "0.6"}
-
-
 @pytest.mark.parametrize("args, message", [
     (["--sizes", "ten", "--out", "x.json"], "--sizes"),
     (["--sizes", "1000000", "--engines", "sail,spark", "--out", "x.json"], "--engines: unknown spark"),
