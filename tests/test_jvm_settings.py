@@ -40,7 +40,7 @@ class StandInSession:
         return self._launched
 
 
-@pytest.mark.parametrize("machine_gib, heap", [(2, "1g"), (8, "2g"), (15, "3g"), (24, "4g"), (256, "4g")])
+@pytest.mark.parametrize("machine_gib, heap", [(2, "1g"), (8, "2g"), (15, "3g"), (24, "3g"), (256, "3g")])
 def test_local_jvm_heap_is_a_quarter_of_the_machine_within_bounds(machine_gib, heap):
     assert local_memory_settings(machine_gib * 2**30) == {"spark.driver.memory": heap, "spark.memory.fraction": "0.6"}
 
