@@ -886,7 +886,12 @@ def markdown_table(results: dict) -> str:
                      ["1" if e == "sail" else
                       (f"{ratio['wall']:.2f} ({ratio['stages']:.2f})" if (ratio := size["ratios"].get(f"sail_over_{e}"))
                        else "-") for e in engines]))
-    notes = []
+    notes = ["load average (1 min) before each run: "
+             + ", ".join(f"{e} {r['load_average_before'][0]:.1f}" for e, r in zip(engines, runs))]
+    for engine in JVM_ENGINES:
+        settings = size["engines"].get(engine, {}).get("jvm_settings")
+        if settings:
+            notes.append(f"{engine} settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
     for item in (size["engines"].get("hash", {}).get("results") or []):
         notes.append(f"hash [{item['scope']}] {item['how']}: {item['rows_per_s'] / 1e6:.2f} M rows/s")
     model = size.get("scale_model")

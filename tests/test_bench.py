@@ -85,6 +85,8 @@ def test_bench_smoke_sail_and_both_duckdb_hashes(tmp_path):
         f"{size['engines'][e]['wall_seconds']:.1f}" for e in ("sail", "duckdb", "duckdb-vectorised")) + " |"
     assert any(line.startswith("| dms_laion_wide |") for line in lines)
     assert any(line.startswith(f"- commit {info['git_commit'][:10]}") for line in lines)
+    assert f"- load average (1 min) before each run: sail " \
+           f"{size['engines']['sail']['load_average_before'][0]:.1f}, duckdb" in table.stdout
 
 
 @pytest.mark.jvm
