@@ -71,9 +71,10 @@ JVM_SQL_TUNING = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
 }
 # A local-mode JVM is driver and executor in one: its heap is the build's memory. A quarter of the
-# machine, 1 to 3 GiB. The process tree measured ~3 GB above the heap at 1M rows (local[2], 4.2 GB
-# with a 1 GiB heap, 7.1 GB with 4 GiB, no faster), so 3 GiB keeps a 24 GB machine's build under
-# 8 GB with room to grow; a small laptop keeps the rest of its memory. Fixed when the JVM starts.
+# machine, 1 to 3 GiB. The process tree measured ~3 GB above the heap at 1M rows (local[2], the
+# hash still a pandas UDF: 4.2 GB with a 1 GiB heap, 7.1 GB with 4 GiB, no faster), so 3 GiB keeps
+# a 24 GB machine's build under 8 GB with room to grow; a small laptop keeps the rest of its
+# memory. Fixed when the JVM starts.
 LOCAL_HEAP_SHARE = 4
 LOCAL_HEAP_GIB = (1, 3)
 LOCAL_MEMORY_FRACTION = "0.6"  # of the heap for execution and storage (Spark's default), the rest for objects
