@@ -69,10 +69,11 @@ class Validator:
 
     def validate(self, contract: Contract, df: DataFrame) -> list[RuleResult]:
         rules = schema_rules(contract) + [self._overridden(contract.table, r) for r in contract.rules]
-        # Every rule is a GX expectation first: GX checks its arguments and names the rule.
+        # A rule a GX class states is that GX expectation first: GX checks its arguments and names it.
         expectations = [self._expectation(contract, rule) for rule in rules]
         counted = [(rule, e) for rule, e in zip(rules, expectations) if e is not None and _counted(rule, e)]
-        figures = _aggregate(df, counted, self._expected if _has_completeness(rules) else {})
+        completeness = any(rule.kind == "completeness" for rule in rules)
+        figures = _aggregate(df, counted, self._expected if completeness else {})
         per_subset = SUBSET_COLUMN in contract.column_names
         results = []
         for rule, expectation in zip(rules, expectations):
@@ -165,10 +166,6 @@ def _counted(rule: RuleSpec, expectation) -> bool:
         return False
     # The pair rule's default (both_values_are_missing) is left to GX.
     return rule.params.get("ignore_row_if", "either_value_is_missing") == "either_value_is_missing"
-
-
-def _has_completeness(rules: list[RuleSpec]) -> bool:
-    return any(rule.kind == "completeness" for rule in rules)
 
 
 def _rule_columns(rule: RuleSpec) -> list[str]:

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""What a table's contract checks cost: seconds per table and, on JVM Spark, Spark jobs per table.
+
+    python bench/checks_cost.py --config conf/demo.yaml [--engine spark] [--repeat 3]
+
+A measuring tool, not part of the product: it validates the current version of every built table
+of the config's warehouse with the project's Validator (etl.quality.validation), as `laion-etl dq`
+does, timing each table's `validate` and, on the JVM, counting the Spark jobs it starts (a job
+group per table, read back from the status tracker). Sail has no job count; its seconds are the
+figure. The last stdout line is `RESULT <json>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--engine", choices=("sail", "spark"), default="sail")
+    parser.add_argument("--repeat", type=int, default=1, help="validate each table this many times (best time kept)")
+    args = parser.parse_args()
+
+    from etl.build.materialise import register_existing_tables
+    from etl.engine.session import open_session
+    from etl.project.config import load_config
+    from etl.project.project import load_project
+    from etl.quality.validation import Validator, expected_totals
+    from etl.warehouse.store import table_store
+
+    config = load_config(args.config, overrides={"engine": args.engine})
+    project = load_project(config.project_dir)
+    figures = {}
+    with open_session(config) as spark:
+        tables = register_existing_tables(spark, project, config)
+        store = table_store(config)
+        validator = Validator(config.dq_rules, {}, expected_totals(config))
+        tracker = spark.sparkContext.statusTracker() if args.engine == "spark" else None
+        for table in tables:
+            df = store.read(spark, table.path(config))
+            seconds, jobs = [], None
+            for attempt in range(args.repeat):
+                group = f"checks-{table.name}-{attempt}"
+                if tracker is not None:
+                    spark.sparkContext.setJobGroup(group, group)
+                started = time.perf_counter()
+                rules = validator.validate(table.contract, df)
+                seconds.append(time.perf_counter() - started)
+                if tracker is not None:
+                    jobs = len(tracker.getJobIdsForGroup(group))
+            figures[table.name] = {"rules": len(rules), "seconds": round(min(seconds), 3), "spark_jobs": jobs}
+            print(f"{table.name:40s} rules={len(rules):3d} seconds={min(seconds):6.2f} spark_jobs={jobs}", flush=True)
+    print("RESULT " + json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
