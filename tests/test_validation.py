@@ -157,3 +157,19 @@ def test_figures_agree_with_plain_python(validated):
     assert [(s["subset"], s["rows"], s["parts_read"], s["whole"]) for s in completeness["subsets"]] == \
         [("a", 30, 2, True), ("b", 10, 1, False), ("c", 0, 0, True)]
     assert completeness["off"] == ["a", "c"]
+
+
+def test_a_broken_query_is_its_rules_error_and_other_classes_are_left_to_gx(spark):
+    df = spark.createDataFrame(NARROW_ROWS, "id bigint, value double, name string, missing string").coalesce(1)
+    rules = (RuleSpec("broken", "sql", "warn", {"query": "select * from laion.not_built join {batch}"}),
+             RuleSpec("name_pattern", "expect", "warn",
+                      {"expect": "ExpectColumnValuesToMatchRegex", "column": "name", "regex": "^[xz]$"}),
+             RuleSpec("value_above_half", "expect", "fail",
+                      {"expect": "ExpectColumnValuesToBeBetween", "column": "value", "min_value": 0.5,
+                       "strict_min": True}))
+    found = by_rule([dataclasses.asdict(r) for r in Validator().validate(contract("narrow", NARROW_COLUMNS, rules), df)])
+    assert found["broken"]["success"] is False and "not_built" in found["broken"]["details"]["error"].lower()
+    assert (found["name_pattern"]["success"], found["name_pattern"]["unexpected_count"]) == (True, 0)
+    value = found["value_above_half"]
+    assert (value["success"], value["unexpected_count"], value["sample"]) == (False, 1, ("0.5",))
+    assert value["unexpected_percent"] == pytest.approx(50.0)
