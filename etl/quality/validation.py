@@ -32,6 +32,7 @@ from etl.quality.results import FAIL, Histogram, RuleResult, allowance
 
 SAMPLE_SIZE = 20
 BAD_ROWS = "dq_bad_rows"  # the column a sql rule's count of bad rows rides in
+POSITION = "dq_position"  # a row's place in the scan, to sample unexpected values in scan order
 # Spark simpleString -> the type name GX's ExpectColumnValuesToBeOfType compares with.
 SPARK_TYPE_CLASSES = {"bigint": "LongType", "int": "IntegerType", "string": "StringType",
                       "double": "DoubleType", "float": "FloatType", "boolean": "BooleanType",
@@ -268,24 +269,29 @@ def _mostly(considered: int, unexpected: int, mostly: float) -> bool:
 
 def _add_samples(df: DataFrame, found: list[tuple[RuleSpec, Any]], outcomes: dict[str, Outcome]) -> None:
     """Up to SAMPLE_SIZE unexpected values of each rule that found some, in one query: a union of
-    one branch per rule, each carrying every sampled column (null where not its own)."""
+    one branch per rule, each carrying every sampled column (null where not its own).
+
+    Each branch keeps its first values in scan order (a top-k over the row's position), the ones
+    GX's `filter().limit()` sampled: a plain limit under a union keeps whichever rows come first.
+    """
     from pyspark.sql import functions as F
 
     if not found:
         return
+    positioned = df.withColumn(POSITION, F.monotonically_increasing_id())
     types = dict(df.dtypes)
     sampled = sorted({c for rule, _ in found for c in _rule_columns(rule)})
     branches = []
     for index, (rule, expectation) in enumerate(found):
         own = _rule_columns(rule)
-        branches.append(df.where(_unexpected(rule, expectation)[1]).select(
-            F.lit(index).alias("rule"),
+        branches.append(positioned.where(_unexpected(rule, expectation)[1]).select(
+            F.lit(index).alias("rule"), POSITION,
             *[(F.col(c) if c in own else F.lit(None).cast(types[c])).alias(f"value_{n}") for n, c in enumerate(sampled)],
-        ).limit(SAMPLE_SIZE))
+        ).orderBy(POSITION).limit(SAMPLE_SIZE))
     union = branches[0]
     for branch in branches[1:]:
         union = union.unionAll(branch)
-    for row in union.collect():
+    for row in sorted(union.collect(), key=lambda r: (r["rule"], r[POSITION])):
         rule = found[row["rule"]][0]
         values = [row[f"value_{sampled.index(c)}"] for c in _rule_columns(rule)]
         outcomes[rule.id].sample.append(values[0] if len(values) == 1 else tuple(values))
