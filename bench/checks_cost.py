@@ -5,9 +5,10 @@
 
 A measuring tool, not part of the product: it validates the current version of every built table
 of the config's warehouse with the project's Validator (etl.quality.validation), as `laion-etl dq`
-does, timing each table's `validate` and, on the JVM, counting the Spark jobs it starts (a job
-group per table, read back from the status tracker). Sail has no job count; its seconds are the
-figure. The last stdout line is `RESULT <json>`.
+does, timing each table's `validate` and, on the JVM, counting the queries (SQL executions in the
+session's status store) and the Spark jobs it starts (a job group per table, read back from the
+status tracker; adaptive execution makes a query one job per shuffle stage). Sail counts neither;
+its seconds are the figure. The last stdout line is `RESULT <json>`.
 """
 
 from __future__ import annotations
@@ -39,20 +40,25 @@ def main() -> None:
         store = table_store(config)
         validator = Validator(config.dq_rules, {}, expected_totals(config))
         tracker = spark.sparkContext.statusTracker() if args.engine == "spark" else None
+        executions = spark._jsparkSession.sharedState().statusStore() if tracker is not None else None
         for table in tables:
             df = store.read(spark, table.path(config))
-            seconds, jobs = [], None
+            seconds, jobs, queries = [], None, None
             for attempt in range(args.repeat):
                 group = f"checks-{table.name}-{attempt}"
                 if tracker is not None:
                     spark.sparkContext.setJobGroup(group, group)
+                    before = executions.executionsCount()
                 started = time.perf_counter()
                 rules = validator.validate(table.contract, df)
                 seconds.append(time.perf_counter() - started)
                 if tracker is not None:
                     jobs = len(tracker.getJobIdsForGroup(group))
-            figures[table.name] = {"rules": len(rules), "seconds": round(min(seconds), 3), "spark_jobs": jobs}
-            print(f"{table.name:40s} rules={len(rules):3d} seconds={min(seconds):6.2f} spark_jobs={jobs}", flush=True)
+                    queries = executions.executionsCount() - before
+            figures[table.name] = {"rules": len(rules), "seconds": round(min(seconds), 3), "queries": queries,
+                                 "spark_jobs": jobs}
+            print(f"{table.name:40s} rules={len(rules):3d} seconds={min(seconds):6.2f} queries={queries} spark_jobs={jobs}",
+                  flush=True)
     print("RESULT " + json.dumps(figures))
 
 
