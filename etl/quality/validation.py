@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any, Mapping, Optional
 
 from pyspark.sql import DataFrame
@@ -288,10 +289,7 @@ def _add_samples(df: DataFrame, found: list[tuple[RuleSpec, Any]], outcomes: dic
             F.lit(index).alias("rule"), POSITION,
             *[(F.col(c) if c in own else F.lit(None).cast(types[c])).alias(f"value_{n}") for n, c in enumerate(sampled)],
         ).orderBy(POSITION).limit(SAMPLE_SIZE))
-    union = branches[0]
-    for branch in branches[1:]:
-        union = union.unionAll(branch)
-    for row in sorted(union.collect(), key=lambda r: (r["rule"], r[POSITION])):
+    for row in sorted(reduce(DataFrame.unionAll, branches).collect(), key=lambda r: (r["rule"], r[POSITION])):
         rule = found[row["rule"]][0]
         values = [row[f"value_{sampled.index(c)}"] for c in _rule_columns(rule)]
         outcomes[rule.id].sample.append(values[0] if len(values) == 1 else tuple(values))
@@ -368,10 +366,7 @@ def _duplicates_outcome(df: DataFrame, rule: RuleSpec, per_subset: bool) -> Outc
             F.sum(F.when(is_duplicated, F.col("n")).otherwise(0)).alias("rows_"))
         parts.append(shaped(subsets, "subset", subset=F.col(SUBSET_COLUMN), values=F.col("values_"),
                             rows=F.col("rows_")))
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionAll(part)
-    rows = union.collect()
+    rows = reduce(DataFrame.unionAll, parts).collect()
     values = sorted((r for r in rows if r["kind"] == "value"), key=lambda r: (-r["row_count"], *(r[c] for c in columns)))
     total = next(r for r in rows if r["kind"] == "total")
     bad = int(total["duplicated_values"])
