@@ -7,7 +7,8 @@ A measuring tool, not part of the product: it validates the current version of e
 of the config's warehouse with the project's Validator (etl.quality.validation), as `laion-etl dq`
 does, timing each table's `validate` and, on the JVM, counting the queries (SQL executions in the
 session's status store) and the Spark jobs it starts (a job group per table, read back from the
-status tracker; adaptive execution makes a query one job per shuffle stage). Sail counts neither;
+status tracker; adaptive execution makes a query one job per shuffle stage; a temporary view
+counts as an execution without a job). Sail counts neither;
 its seconds are the figure. The last stdout line is `RESULT <json>`.
 """
 
@@ -53,6 +54,7 @@ def main() -> None:
                 rules = validator.validate(table.contract, df)
                 seconds.append(time.perf_counter() - started)
                 if tracker is not None:
+                    time.sleep(2)  # Spark's listener bus records jobs and executions a moment after they end
                     jobs = len(tracker.getJobIdsForGroup(group))
                     queries = executions.executionsCount() - before
             figures[table.name] = {"rules": len(rules), "seconds": round(min(seconds), 3), "queries": queries,
