@@ -272,8 +272,9 @@ def _add_samples(df: DataFrame, found: list[tuple[RuleSpec, Any]], outcomes: dic
     """Up to SAMPLE_SIZE unexpected values of each rule that found some, in one query: a union of
     one branch per rule, each carrying every sampled column (null where not its own).
 
-    Each branch keeps its first values in scan order (a top-k over the row's position), the ones
-    GX's `filter().limit()` sampled: a plain limit under a union keeps whichever rows come first.
+    Each branch keeps its first values in scan order (a top-k over the row's position), so a run
+    samples the same values as the last: a plain limit under a union, like GX's own
+    `filter().limit()` on Sail, keeps whichever rows come first, a different set each run.
     """
     from pyspark.sql import functions as F
 
