@@ -1,17 +1,28 @@
-"""Validate a table version against its contract with Great Expectations, on the engine's DataFrame.
+"""Validate a table version against its contract in a few aggregate queries; GX classes state the rules.
 
-Each contract rule becomes one GX expectation: `expect` rules name a GX class directly;
-`duplicates` and `sql` rules are `UnexpectedRowsExpectation`s (a query returning the bad rows);
-`coverage` rules are a non-null proportion bounded below by the previous run's value;
-`completeness` rules count each subset's rows and part files in one query and compare them with the
-configured totals (`sources.<subset>.expected_rows` / `expected_parts`). Schema rules (names, order,
-types) are generated from the contract's columns. The results are plain `RuleResult`s: severity
-decides what they mean, not GX.
+Rule kinds: `expect` rules name a Great Expectations class directly; `duplicates` and `sql` rules
+are reported as `UnexpectedRowsExpectation`s (a query returning the bad rows); `coverage` rules
+are a non-null proportion bounded below by the previous run's value; `completeness` rules compare
+each subset's rows and part files with the configured totals (`sources.<subset>.expected_rows` /
+`expected_parts`). Schema rules (names, order, types) are generated from the contract's columns.
+
+Letting GX evaluate the rules cost a table dozens of scans: one `batch.validate` per rule made
+16-53 queries (30-111 Spark jobs) per demo table on JVM Spark, and one suite per table still made
+13-65 jobs (GX bundles only some metrics into one aggregate). So the figures are computed here,
+with GX's own formulas (what counts, the percentages, `mostly`, empty tables): schema rules from
+the DataFrame's schema (no scan); every not-null, between, in-set, pair-equal, coverage and
+completeness figure in ONE aggregate query; a sample of unexpected values in one more, only when
+some rule found any; one query per `duplicates` rule (totals, per-subset figures and the most
+duplicated values as rows) and per `sql` rule. GX still builds each `expect` and `coverage` rule
+(checking its arguments) and evaluates the ones with a class or an argument not counted here.
+The results are plain `RuleResult`s: severity decides what they mean, not GX.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any, Mapping, Optional
 
 from pyspark.sql import DataFrame
@@ -21,6 +32,8 @@ from etl.project.contracts import Contract, RuleSpec
 from etl.quality.results import FAIL, Histogram, RuleResult, allowance
 
 SAMPLE_SIZE = 20
+BAD_ROWS = "dq_bad_rows"  # the column a sql rule's count of bad rows rides in
+POSITION = "dq_position"  # a row's place in the scan, to sample unexpected values in scan order
 # Spark simpleString -> the type name GX's ExpectColumnValuesToBeOfType compares with.
 SPARK_TYPE_CLASSES = {"bigint": "LongType", "int": "IntegerType", "string": "StringType",
                       "double": "DoubleType", "float": "FloatType", "boolean": "BooleanType",
@@ -30,6 +43,14 @@ SCHEMA_COLUMNS, SCHEMA_TYPE_PREFIX = "schema_columns", "schema_type_"
 SUBSET_COLUMN, PART_COLUMN = "subset", "file_name"
 # Rule parameters that describe a rule to people and the report, not arguments of its GX class.
 NOT_GX_ARGUMENTS = ("max_unexpected", "max_drop", "expect", "contract_type")
+# The GX classes whose figures the aggregate query computes, with the arguments it understands;
+# a rule with any other argument (row_condition, strict_min, ...) is left to GX.
+COUNTED_ARGUMENTS = {
+    "ExpectColumnValuesToNotBeNull": {"column", "mostly"},
+    "ExpectColumnValuesToBeBetween": {"column", "min_value", "max_value", "mostly"},
+    "ExpectColumnValuesToBeInSet": {"column", "value_set", "mostly"},
+    "ExpectColumnPairValuesToBeEqual": {"column_A", "column_B", "ignore_row_if", "mostly"},
+}
 
 
 class Validator:
@@ -50,23 +71,44 @@ class Validator:
         self._expected = expected_totals or {}
 
     def validate(self, contract: Contract, df: DataFrame) -> list[RuleResult]:
-        asset = self._source.add_dataframe_asset(f"{contract.table}_{len(self._source.assets)}")
-        batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
+        rules = schema_rules(contract) + [self._overridden(contract.table, r) for r in contract.rules]
+        # A rule a GX class states is that GX expectation first: GX checks its arguments and names it.
+        expectations = [self._expectation(contract, rule) for rule in rules]
+        counted = [(rule, e) for rule, e in zip(rules, expectations) if e is not None and _counted(rule, e)]
+        completeness = any(rule.kind == "completeness" for rule in rules)
+        figures = _aggregate(df, counted, self._expected if completeness else {})
+        per_subset = SUBSET_COLUMN in contract.column_names
         results = []
-        for rule in schema_rules(contract) + [self._overridden(contract.table, r) for r in contract.rules]:
-            expectation = self._expectation(contract, rule)
-            # COMPLETE only where GX caps the rows it returns (its query rules); SUMMARY elsewhere,
-            # so millions of unexpected values are counted, never collected.
-            detail = "COMPLETE" if rule.kind in QUERY_KINDS else "SUMMARY"
-            outcome = batch.validate(expectation, result_format={
-                "result_format": detail, "partial_unexpected_count": SAMPLE_SIZE})
+        for rule, expectation in zip(rules, expectations):
+            name = QUERY_EXPECTATION if expectation is None else type(expectation).__name__
             if rule.kind == "completeness":
-                results.append(_completeness_result(contract.table, rule, type(expectation).__name__, outcome,
-                                                    self._expected))
-                continue
-            results.append(_rule_result(contract.table, rule, type(expectation).__name__, outcome,
-                                        self._previous.get((contract.table, rule.id))))
+                results.append(_completeness_result(contract.table, rule, name, figures, self._expected))
+            elif rule.id == SCHEMA_COLUMNS or "contract_type" in rule.params:
+                results.append(_result(contract.table, rule, name, _schema_outcome(rule, df)))
+            elif rule.kind == "duplicates":
+                results.append(_result(contract.table, rule, name, _duplicates_outcome(df, rule, per_subset)))
+            elif rule.kind == "sql":
+                results.append(_result(contract.table, rule, name, _query_outcome(df, rule, f"dq_batch_{contract.table}")))
+            elif rule.id in figures.outcomes:
+                results.append(_result(contract.table, rule, name, figures.outcomes[rule.id],
+                                       self._previous.get((contract.table, rule.id))))
+            else:
+                results.append(_result(contract.table, rule, name, self._gx_outcome(contract.table, df, expectation)))
         return results
+
+    def _gx_outcome(self, table: str, df: DataFrame, expectation) -> "Outcome":
+        """A rule GX evaluates itself: one `batch.validate`, its result read into an Outcome."""
+        asset = self._source.add_dataframe_asset(f"{table}_{len(self._source.assets)}")
+        batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
+        # SUMMARY: millions of unexpected values are counted, never collected.
+        outcome = batch.validate(expectation, result_format={"result_format": "SUMMARY",
+                                                             "partial_unexpected_count": SAMPLE_SIZE})
+        result = outcome.result or {}
+        error = (outcome.exception_info or {}).get("exception_message") if not outcome.success else None
+        return Outcome(success=bool(outcome.success), observed=result.get("observed_value"),
+                       unexpected_count=result.get("unexpected_count"),
+                       unexpected_percent=result.get("unexpected_percent"),
+                       sample=(result.get("partial_unexpected_list") or [])[:SAMPLE_SIZE], error=error)
 
     def _overridden(self, table: str, rule: RuleSpec) -> RuleSpec:
         override = dict(self._overrides.get(f"{table}.{rule.id}", {}))
@@ -76,21 +118,274 @@ class Validator:
         return RuleSpec(rule.id, rule.kind, severity, {**rule.params, **override}, rule.description)
 
     def _expectation(self, contract: Contract, rule: RuleSpec):
+        """The rule's GX expectation; None for the rules computed here from rows, not by a GX class."""
+        if rule.kind in QUERY_KINDS:
+            return None
         expectations = self._gx.expectations
         params = {k: v for k, v in rule.params.items() if k not in NOT_GX_ARGUMENTS}
         if rule.kind == "expect":
             return getattr(expectations, rule.params["expect"])(**params)
-        if rule.kind == "duplicates":
-            per_subset = SUBSET_COLUMN in contract.column_names
-            return expectations.UnexpectedRowsExpectation(
-                unexpected_rows_query=duplicates_query(rule.params["columns"], per_subset))
-        if rule.kind == "completeness":
-            return expectations.UnexpectedRowsExpectation(unexpected_rows_query=COMPLETENESS_QUERY)
-        if rule.kind == "sql":
-            return expectations.UnexpectedRowsExpectation(unexpected_rows_query=rule.params["query"])
         previous = self._previous.get((contract.table, rule.id))
         floor = 0.0 if previous is None else previous * (1 - float(rule.params.get("max_drop", 0.2)))
         return expectations.ExpectColumnProportionOfNonNullValuesToBeBetween(column=rule.params["column"], min_value=floor)
+
+
+@dataclass
+class Outcome:
+    """What evaluating one rule found, before it becomes a RuleResult; `sample` holds raw values
+    (column values, (A, B) pairs, duplicated keys as dicts, or bad rows of a query)."""
+
+    success: bool
+    observed: Any = None
+    unexpected_count: Optional[int] = None
+    unexpected_percent: Optional[float] = None
+    sample: list = field(default_factory=list)
+    error: Optional[str] = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Figures:
+    """The aggregate query's answer: an Outcome per counted rule, and (rows, parts) per subset."""
+
+    outcomes: dict[str, Outcome]
+    completeness: Optional[dict[str, tuple[int, int]]] = None
+    error: Optional[str] = None
+
+
+def _counted(rule: RuleSpec, expectation) -> bool:
+    if rule.kind == "coverage":
+        return True
+    allowed = COUNTED_ARGUMENTS.get(type(expectation).__name__)
+    arguments = {k for k in rule.params if k not in NOT_GX_ARGUMENTS}
+    if allowed is None or not arguments <= allowed:
+        return False
+    # The pair rule's default (both_values_are_missing) is left to GX.
+    return rule.params.get("ignore_row_if", "either_value_is_missing") == "either_value_is_missing"
+
+
+def _rule_columns(rule: RuleSpec) -> list[str]:
+    if "column_A" in rule.params:
+        return [rule.params["column_A"], rule.params["column_B"]]
+    return [rule.params["column"]]
+
+
+def _unexpected(rule: RuleSpec, expectation):
+    """The rule's (rows considered, unexpected rows) conditions, as GX's Spark metrics define them."""
+    from pyspark.sql import functions as F
+
+    name = type(expectation).__name__
+    columns = [F.col(c) for c in _rule_columns(rule)]
+    if name == "ExpectColumnPairValuesToBeEqual":
+        considered = columns[0].isNotNull() & columns[1].isNotNull()
+        return considered, considered & (columns[0] != columns[1])
+    column = columns[0]
+    if name == "ExpectColumnValuesToNotBeNull":
+        return F.lit(True), column.isNull()
+    if name == "ExpectColumnValuesToBeInSet":
+        return column.isNotNull(), column.isNotNull() & ~column.isin(list(expectation.value_set))
+    low, high = expectation.min_value, expectation.max_value
+    within = (column >= low if low is not None else F.lit(True)) & (column <= high if high is not None else F.lit(True))
+    return column.isNotNull(), column.isNotNull() & ~within
+
+
+def _aggregate(df: DataFrame, counted: list[tuple[RuleSpec, Any]],
+               expected: Mapping[str, tuple[Optional[int], Optional[int]]]) -> Figures:
+    """Every counted rule's figures and every expected subset's rows and parts in one aggregate
+    query, then a sample of each rule's unexpected values in one more when any rule found some."""
+    from pyspark.sql import functions as F
+
+    present = set(df.columns)
+    outcomes = {rule.id: Outcome(success=False, error=_not_in_table(_rule_columns(rule), present))
+                for rule, _ in counted if _not_in_table(_rule_columns(rule), present)}
+    evaluated = [(rule, e) for rule, e in counted if rule.id not in outcomes]
+    aggregates = [F.count(F.lit(1)).alias("rows")]
+    for index, (rule, expectation) in enumerate(evaluated):
+        if rule.kind == "coverage":
+            aggregates.append(F.count(rule.params["column"]).alias(f"nonnull_{index}"))
+            continue
+        considered, unexpected = _unexpected(rule, expectation)
+        if type(expectation).__name__ == "ExpectColumnPairValuesToBeEqual":
+            # GX counts pairs (0 on an empty table) but sums single columns' flags (null on one).
+            aggregates += [F.count(F.when(considered, 1)).alias(f"considered_{index}"),
+                           F.count(F.when(unexpected, 1)).alias(f"unexpected_{index}")]
+        else:
+            aggregates += [F.sum(F.when(considered, 0).otherwise(1)).alias(f"nulls_{index}"),
+                           F.sum(F.when(unexpected, 1).otherwise(0)).alias(f"unexpected_{index}")]
+    lineage = {SUBSET_COLUMN, PART_COLUMN} <= present
+    if lineage:
+        subset = F.col(SUBSET_COLUMN)
+        for index, name in enumerate(sorted(expected)):
+            # A subset holds a few part files, so a set of their names is small; count(distinct)
+            # per subset would make Spark copy every row once per subset.
+            aggregates += [F.sum(F.when(subset == name, 1).otherwise(0)).alias(f"subset_rows_{index}"),
+                           F.size(F.collect_set(F.when(subset == name, F.col(PART_COLUMN)))).alias(f"subset_parts_{index}")]
+    if len(aggregates) == 1:  # nothing to count: the table's schema rules need no query
+        return Figures(outcomes, {} if lineage else None)
+    row = df.agg(*aggregates).collect()[0].asDict()
+    total = row["rows"]
+    for index, (rule, expectation) in enumerate(evaluated):
+        outcomes[rule.id] = _counted_outcome(rule, expectation, total, row, index)
+    _add_samples(df, [(rule, e) for rule, e in evaluated if outcomes[rule.id].unexpected_count], outcomes)
+    completeness = {name: (int(row[f"subset_rows_{i}"] or 0), int(row[f"subset_parts_{i}"] or 0))
+                    for i, name in enumerate(sorted(expected))} if lineage else None
+    return Figures(outcomes, completeness,
+                   None if lineage else f"the table has no {SUBSET_COLUMN} and {PART_COLUMN} columns")
+
+
+def _not_in_table(columns: list[str], present) -> Optional[str]:
+    """Why a rule cannot be evaluated: the columns it names that the table lacks (None: it has them all)."""
+    absent = [c for c in columns if c not in present]
+    return f"column {', '.join(absent)} is not in the table" if absent else None
+
+
+def _counted_outcome(rule: RuleSpec, expectation, total: int, row: Mapping[str, Any], index: int) -> Outcome:
+    """GX's result for the rule from the aggregate's figures: its success rule, its percentages."""
+    if rule.kind == "coverage":
+        # GX: a proportion of nothing is 0 (an int, as GX reports it).
+        observed = row[f"nonnull_{index}"] / total if total else 0
+        return Outcome(success=observed >= expectation.min_value, observed=observed)
+    name = type(expectation).__name__
+    unexpected = row[f"unexpected_{index}"]
+    mostly = expectation.mostly
+    if name == "ExpectColumnPairValuesToBeEqual":
+        considered = row[f"considered_{index}"]
+        success = not total or not considered or _mostly(considered, unexpected, mostly)
+        percent = unexpected / considered * 100 if total and considered else None
+        return Outcome(success=success, unexpected_count=unexpected, unexpected_percent=percent)
+    if name == "ExpectColumnValuesToNotBeNull":
+        # GX judges not-null rules on every row, not on the non-null ones.
+        success = not total or _mostly(total, unexpected, mostly)
+        percent = unexpected / total * 100 if total else None
+        return Outcome(success=success, unexpected_count=unexpected, unexpected_percent=percent)
+    nonnull = total - row[f"nulls_{index}"] if total else 0
+    success = unexpected is None or not nonnull or _mostly(nonnull, unexpected, mostly)
+    percent = unexpected / nonnull * 100 if unexpected is not None and nonnull else None
+    return Outcome(success=success, unexpected_count=unexpected, unexpected_percent=percent)
+
+
+def _mostly(considered: int, unexpected: int, mostly: float) -> bool:
+    return (considered - unexpected) / considered >= mostly
+
+
+def _add_samples(df: DataFrame, found: list[tuple[RuleSpec, Any]], outcomes: dict[str, Outcome]) -> None:
+    """Up to SAMPLE_SIZE unexpected values of each rule that found some, in one query: a union of
+    one branch per rule, each carrying every sampled column (null where not its own).
+
+    Each branch keeps its first values in scan order (a top-k over the row's position), so a run
+    samples the same values as the last: a plain limit under a union, like GX's own
+    `filter().limit()` on Sail, keeps whichever rows come first, a different set each run.
+    """
+    from pyspark.sql import functions as F
+
+    if not found:
+        return
+    positioned = df.withColumn(POSITION, F.monotonically_increasing_id())
+    types = dict(df.dtypes)
+    sampled = sorted({c for rule, _ in found for c in _rule_columns(rule)})
+    branches = []
+    for index, (rule, expectation) in enumerate(found):
+        own = _rule_columns(rule)
+        branches.append(positioned.where(_unexpected(rule, expectation)[1]).select(
+            F.lit(index).alias("rule"), POSITION,
+            *[(F.col(c) if c in own else F.lit(None).cast(types[c])).alias(f"value_{n}") for n, c in enumerate(sampled)],
+        ).orderBy(POSITION).limit(SAMPLE_SIZE))
+    for row in sorted(reduce(DataFrame.unionAll, branches).collect(), key=lambda r: (r["rule"], r[POSITION])):
+        rule = found[row["rule"]][0]
+        values = [row[f"value_{sampled.index(c)}"] for c in _rule_columns(rule)]
+        outcomes[rule.id].sample.append(values[0] if len(values) == 1 else tuple(values))
+
+
+def _query_outcome(df: DataFrame, rule: RuleSpec, view: str) -> Outcome:
+    """A `sql` rule in one query: its bad rows' count rides along on the first SAMPLE_SIZE of them.
+
+    The query names the table `{batch}`; an engine refusing it (a typo, a table not built) is
+    the rule's error, as GX reported it, not the run's.
+    """
+    from pyspark.errors import PySparkException
+
+    df.createOrReplaceTempView(view)
+    query = rule.params["query"].replace("{batch}", view)
+    try:
+        rows = df.sparkSession.sql(f"select *, count(*) over () as {BAD_ROWS} from ({query}) limit {SAMPLE_SIZE}").collect()
+    except PySparkException as exc:
+        return Outcome(success=False, error=str(exc))
+    finally:
+        df.sparkSession.catalog.dropTempView(view)
+    bad = rows[0][BAD_ROWS] if rows else 0
+    return Outcome(success=bad <= int(rule.params.get("max_unexpected", 0)), observed=bad, unexpected_count=bad,
+                   sample=[{k: v for k, v in row.asDict().items() if k != BAD_ROWS} for row in rows])
+
+
+def _schema_outcome(rule: RuleSpec, df: DataFrame) -> Outcome:
+    """A schema rule from the DataFrame's schema: GX's observed values, no scan."""
+    if rule.id == SCHEMA_COLUMNS:
+        return Outcome(success=df.columns == list(rule.params["column_list"]), observed=df.columns)
+    column = rule.params["column"]
+    fields = {f.name: f for f in df.schema.fields}
+    error = _not_in_table([column], fields)
+    if error:
+        return Outcome(success=False, error=error)
+    observed = type(fields[column].dataType).__name__
+    return Outcome(success=observed == rule.params["type_"], observed=observed)
+
+
+def _duplicates_outcome(df: DataFrame, rule: RuleSpec, per_subset: bool) -> Outcome:
+    """Values of the rule's columns held by more than one row (null keys aside), in one query: the
+    totals, each subset's figures (`per_subset`, how OpenDataLab reports LAION's duplicates) and
+    the SAMPLE_SIZE most duplicated values, as rows told apart by `kind`."""
+    from pyspark.sql import functions as F
+
+    columns = rule.params["columns"]
+    error = _not_in_table(columns, df.columns)
+    if error:
+        return Outcome(success=False, error=error)
+    types = dict(df.dtypes)
+    groups = columns if not per_subset or SUBSET_COLUMN in columns else [SUBSET_COLUMN, *columns]
+    keyed = df.where(" and ".join(f"{c} is not null" for c in columns))
+    counted = keyed.groupBy(*groups).agg(F.count(F.lit(1)).alias("n"))
+    duplicated = (counted.groupBy(*columns).agg(F.sum("n").alias("row_count")) if groups != columns
+                  else counted.withColumnRenamed("n", "row_count")).where("row_count > 1")
+
+    def shaped(frame: DataFrame, kind: str, keys: bool = False, subset=None, values=None, rows=None) -> DataFrame:
+        no_count = F.lit(None).cast("bigint")
+        return frame.select(F.lit(kind).alias("kind"),
+                            *[(F.col(c) if keys else F.lit(None).cast(types[c])).alias(c) for c in columns],
+                            (F.col("row_count") if keys else no_count).alias("row_count"),
+                            (subset if subset is not None else F.lit(None).cast("string")).alias("figures_subset"),
+                            (values if values is not None else no_count).alias("duplicated_values"),
+                            (rows if rows is not None else no_count).alias("rows_involved"))
+
+    top = duplicated.orderBy(F.col("row_count").desc(), *columns).limit(SAMPLE_SIZE)
+    totals = duplicated.agg(F.count(F.lit(1)).alias("values_"), F.sum("row_count").alias("rows_"))
+    parts = [shaped(top, "value", keys=True),
+             shaped(totals, "total", values=F.col("values_"), rows=F.col("rows_"))]
+    if per_subset:
+        is_duplicated = F.col("n") > 1
+        subsets = counted.where(F.col(SUBSET_COLUMN).isNotNull()).groupBy(SUBSET_COLUMN).agg(
+            F.sum(F.when(is_duplicated, 1).otherwise(0)).alias("values_"),
+            F.sum(F.when(is_duplicated, F.col("n")).otherwise(0)).alias("rows_"))
+        parts.append(shaped(subsets, "subset", subset=F.col(SUBSET_COLUMN), values=F.col("values_"),
+                            rows=F.col("rows_")))
+    rows = reduce(DataFrame.unionAll, parts).collect()
+    values = sorted((r for r in rows if r["kind"] == "value"), key=lambda r: (-r["row_count"], *(r[c] for c in columns)))
+    total = next(r for r in rows if r["kind"] == "total")
+    bad = int(total["duplicated_values"])
+    details: dict = {"duplicated_values": bad, "rows_involved": int(total["rows_involved"] or 0)}
+    # Per-subset figures come with the duplicated values: a table with none reports none.
+    if per_subset and bad:
+        details["per_subset"] = {r["figures_subset"]: {"duplicated_values": int(r["duplicated_values"]),
+                                                      "rows_involved": int(r["rows_involved"])}
+                                 for r in sorted((r for r in rows if r["kind"] == "subset"),
+                                                 key=lambda r: r["figures_subset"])}
+    details["values"] = [{**{c: r[c] for c in columns}, "rows": int(r["row_count"])} for r in values]
+    return Outcome(success=bad <= int(rule.params.get("max_unexpected", 0)), observed=bad, unexpected_count=bad,
+                   sample=[_key(r, columns) for r in values], details=details)
+
+
+# Rules counted here from a query's rows, reported as the GX class they ran as before: rows a query returns.
+QUERY_KINDS = ("duplicates", "sql", "completeness")
+QUERY_EXPECTATION = "UnexpectedRowsExpectation"
 
 
 def expected_totals(config: Config) -> dict[str, tuple[Optional[int], Optional[int]]]:
@@ -119,66 +414,17 @@ def schema_rules(contract: Contract) -> list[RuleSpec]:
     return rules
 
 
-def duplicates_query(columns: list[str], per_subset: bool = False) -> str:
-    """One row per duplicated value with its row count; the totals ride along on every row.
-
-    `per_subset`: every row also carries `subset_figures`, `<subset>=<duplicated values>/<rows
-    involved>;…` counted within each subset (how OpenDataLab reports LAION's duplicates), from the
-    same grouping of the batch as the totals.
-    """
-    keys = ", ".join(columns)
-    not_null = " and ".join(f"{c} is not null" for c in columns)
-    if not per_subset:
-        return (
-            f"select {keys}, row_count, count(*) over () as duplicated_values, sum(row_count) over () as rows_involved "
-            f"from (select {keys}, count(*) as row_count from {{batch}} where {not_null} group by {keys} having count(*) > 1) "
-            f"order by row_count desc, {keys}"
-        )
-    groups = ", ".join(columns if SUBSET_COLUMN in columns else [SUBSET_COLUMN, *columns])
-    # Subset names are safe names (letters, digits, '.', '_', '-'), so '=', '/' and ';' separate.
-    return (
-        f"with counted as (select {groups}, count(*) as n from {{batch}} where {not_null} group by {groups}), "
-        f"subsets as (select concat_ws(';', collect_list(concat({SUBSET_COLUMN}, '=', cast(values_ as string), '/', "
-        f"cast(rows_ as string)))) as subset_figures from (select {SUBSET_COLUMN}, "
-        f"sum(case when n > 1 then 1 else 0 end) as values_, sum(case when n > 1 then n else 0 end) as rows_ "
-        f"from counted group by {SUBSET_COLUMN})), "
-        f"duplicated as (select {keys}, sum(n) as row_count from counted group by {keys} having sum(n) > 1) "
-        f"select {keys}, row_count, count(*) over () as duplicated_values, sum(row_count) over () as rows_involved, "
-        f"subset_figures from duplicated cross join subsets order by row_count desc, {keys}"
-    )
-
-
-# Every subset's rows and part files, in one pass; the rule compares them with the configured totals.
-COMPLETENESS_QUERY = (f"select {SUBSET_COLUMN}, count(*) as row_count, count(distinct {PART_COLUMN}) as parts_read "
-                      f"from {{batch}} group by {SUBSET_COLUMN} order by {SUBSET_COLUMN}")
-QUERY_KINDS = ("duplicates", "sql", "completeness")
-
-
-def _per_subset(figures: Optional[str]) -> dict[str, dict[str, int]]:
-    """`subset_figures` of a duplicates query as {subset: {duplicated_values, rows_involved}}, by name."""
-    per_subset = {}
-    for item in (figures or "").split(";"):
-        if item:
-            subset, counts = item.rsplit("=", 1)
-            values, rows = counts.split("/")
-            per_subset[subset] = {"duplicated_values": int(values), "rows_involved": int(rows)}
-    return dict(sorted(per_subset.items()))
-
-
-def _completeness_result(table: str, rule: RuleSpec, expectation: str, outcome,
+def _completeness_result(table: str, rule: RuleSpec, expectation: str, figures: Figures,
                          expected: Mapping[str, tuple[Optional[int], Optional[int]]]) -> RuleResult:
     """Each subset with an expected row count, side by side with what the table holds.
 
     A subset whose part files are all in the table (or that has no expected part count) must hold
     exactly its expected rows; one built from fewer parts reports its share and does not break the rule.
     """
-    result = outcome.result or {}
-    error = (outcome.exception_info or {}).get("exception_message") if not outcome.success else None
-    found = {row[SUBSET_COLUMN]: row for row in (result.get("details") or {}).get("unexpected_rows") or []}
+    found = figures.completeness or {}
     subsets, off = [], []
     for subset, (expected_rows, expected_parts) in sorted(expected.items()):
-        row = found.get(subset) or {}
-        rows, parts = int(row.get("row_count") or 0), int(row.get("parts_read") or 0)
+        rows, parts = found.get(subset, (0, 0))
         whole = expected_parts is None or parts >= expected_parts
         subsets.append({"subset": subset, "expected_rows": expected_rows, "rows": rows,
                         "difference": rows - expected_rows, "share": rows / expected_rows,
@@ -188,39 +434,21 @@ def _completeness_result(table: str, rule: RuleSpec, expectation: str, outcome,
     expected_total = sum(s["expected_rows"] for s in subsets)
     rows_total = sum(s["rows"] for s in subsets)
     details: dict = {"subsets": subsets, "off": off}
-    if error:
-        details["error"] = error
+    if figures.error:
+        details["error"] = figures.error
     return RuleResult(table=table, rule_id=rule.id, expectation=expectation, description=describe(rule),
-                      severity=rule.severity, success=not error and not off,
+                      severity=rule.severity, success=not figures.error and not off,
                       observed_value=rows_total / expected_total if expected_total else None,
                       unexpected_count=len(off), details=details)
 
 
-def _rule_result(table: str, rule: RuleSpec, expectation: str, outcome, previous: Optional[float]) -> RuleResult:
-    result = outcome.result or {}
-    error = (outcome.exception_info or {}).get("exception_message") if not outcome.success else None
-    observed = result.get("observed_value")
+def _result(table: str, rule: RuleSpec, expectation: str, outcome: Outcome, previous: Optional[float] = None) -> RuleResult:
     details: dict = {}
-    if error:
-        details["error"] = error
-    if rule.kind in ("duplicates", "sql"):
-        rows = (result.get("details") or {}).get("unexpected_rows") or []
-        bad = int(observed or 0)
-        allowed = int(rule.params.get("max_unexpected", 0))
-        if rule.kind == "duplicates":
-            columns = rule.params["columns"]
-            details.update(duplicated_values=bad, rows_involved=int(rows[0]["rows_involved"]) if rows else 0,
-                           allowed=allowed)
-            if rows and "subset_figures" in rows[0]:
-                details["per_subset"] = _per_subset(rows[0]["subset_figures"])
-            details["values"] = [{**{c: row[c] for c in columns}, "rows": int(row["row_count"])}
-                                 for row in rows[:SAMPLE_SIZE]]
-            sample = tuple(_key(row, columns) for row in rows[:SAMPLE_SIZE])
-        else:
-            sample = tuple(str(dict(row)) for row in rows[:SAMPLE_SIZE])
-        return RuleResult(table=table, rule_id=rule.id, expectation=expectation, description=describe(rule),
-                          severity=rule.severity, success=not error and bad <= allowed, observed_value=bad,
-                          unexpected_count=bad, sample=sample, details=details)
+    if outcome.error:
+        details["error"] = outcome.error
+    details.update(outcome.details)
+    if rule.kind == "duplicates":
+        details["allowed"] = int(rule.params.get("max_unexpected", 0))
     if rule.kind == "coverage":
         details["previous"] = previous
     if "contract_type" in rule.params:
@@ -229,9 +457,9 @@ def _rule_result(table: str, rule: RuleSpec, expectation: str, outcome, previous
         details["columns"] = list(rule.params["column_list"])
     return RuleResult(
         table=table, rule_id=rule.id, expectation=expectation, description=describe(rule),
-        severity=rule.severity, success=bool(outcome.success), observed_value=observed,
-        unexpected_count=result.get("unexpected_count"), unexpected_percent=result.get("unexpected_percent"),
-        sample=tuple(str(v) for v in (result.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]), details=details,
+        severity=rule.severity, success=outcome.success and not outcome.error, observed_value=outcome.observed,
+        unexpected_count=outcome.unexpected_count, unexpected_percent=outcome.unexpected_percent,
+        sample=tuple(str(v) for v in outcome.sample[:SAMPLE_SIZE]), details=details,
     )
 
 
