@@ -323,8 +323,8 @@ def _jvm_session(config: Config, submitted: bool):
 
 def _quiet_known_warnings(spark) -> None:
     """Silence the JVM warnings every build repeats and nobody can act on, hundreds of lines a
-    build: Great Expectations asks to cache frames already cached, and the duplicates rules count
-    over their (few) duplicated keys in one window without a partition (etl/quality/validation.py)."""
+    build: Great Expectations asks to cache frames already cached, and a `sql` rule's bad rows are
+    counted in one window without a partition beside its sample (etl/quality/validation.py)."""
     jvm = spark.sparkContext._jvm
     for logger in QUIET_LOGGERS:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(logger, jvm.org.apache.logging.log4j.Level.ERROR)
