@@ -15,6 +15,8 @@ import base64
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,9 +29,10 @@ import pytest
 
 from etl import laion_hash
 from etl.ingest.storage import read_footer
-from helpers import (assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config,
+from helpers import (REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config,
                      write_planted_project)
 from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows
+from source_reads import SourceReads
 
 FAMILY_FOLDERS = {
     "base": ("laion2B-en", "laion1B-nolang"),
@@ -516,45 +519,12 @@ def test_a_corrupt_data_page_fails_the_build_naming_the_file(planted, run_cli):
 
 # --- the quarantine reads the sources again only where rows were rejected -------------------------
 
-class SourceReads:
-    """Which source files are read after their ODS table was written, and which families' rejected
-    rows were asked for. Right after each ODS write its files' access times are set in the past
-    (ext4 `relatime` then records the next read of the file, footer or data); the stat calls of
-    the bookkeeping leave them alone."""
-
-    def __init__(self, monkeypatch) -> None:
-        from etl.build import materialise
-        from etl.build.views import SourceFamilyView
-
-        self.watched: dict[str, int] = {}
-        self.rejected_asked: list[tuple[str, tuple[str, ...]]] = []
-        write, rejected_rows = materialise._write, SourceFamilyView.rejected_rows
-
-        def write_then_watch(spark, plan, table, df, run_id, subsets):
-            written = write(spark, plan, table, df, run_id, subsets)
-            for source in materialise._read_files(plan, table, subsets):
-                status = Path(source.path).stat()
-                past = status.st_mtime_ns - 10 ** 12
-                os.utime(source.path, ns=(past, status.st_mtime_ns))
-                self.watched[source.path] = past
-            return written
-
-        def asked(view, spark, subsets):
-            self.rejected_asked.append((view.family.name, tuple(subsets)))
-            return rejected_rows(view, spark, subsets)
-
-        monkeypatch.setattr(materialise, "_write", write_then_watch)
-        monkeypatch.setattr(SourceFamilyView, "rejected_rows", asked)
-
-    def forget(self) -> None:
-        """Start afresh for the next build (which reads every footer when it plans)."""
-        self.watched.clear()
-        self.rejected_asked.clear()
-
-    def read_again(self) -> list[str]:
-        """Files read after their table's write, as `folder/name`."""
-        return sorted(f"{Path(p).parent.name}/{Path(p).name}" for p, past in self.watched.items()
-                      if os.stat(p).st_atime_ns != past)
+def watched_build(config: Path, *options: str) -> dict:
+    """`laion-etl build` in a process of its own under tests/source_reads.py's watch."""
+    done = subprocess.run([sys.executable, str(REPO / "tests/source_reads.py"), "--config", str(config), *options],
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert done.stdout.strip(), done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_the_access_time_sensor_sees_a_read(tmp_path):
@@ -600,20 +570,20 @@ def test_every_ods_query_over_source_files_cannot_make_more_rows():
     assert all(never_adds_rows(text) for text in sql.values())
 
 
-@pytest.mark.parametrize("engine", ["sail", pytest.param("spark", marks=pytest.mark.jvm)])
-def test_a_clean_rebuild_reads_each_source_file_once(planted, run_cli, monkeypatch, engine):
+@pytest.mark.parametrize("engine", ["sail", pytest.param("spark", marks=[pytest.mark.jvm, pytest.mark.timeout(1200)])])
+def test_a_clean_rebuild_reads_each_source_file_once(planted, engine):
     if engine == "spark":
         need_java()
-        write_planted_config(planted.sources.parent, engine="spark")
-    build_ok(planted, run_cli)
-    reads = SourceReads(monkeypatch)
+    config = write_planted_config(planted.sources.parent, engine=engine)
+    assert watched_build(config, "--layers", "ods")["exit_code"] == 0
 
-    assert planted.build(run_cli, "--force")[0] == 0
+    rebuild = watched_build(config, "--layers", "ods", "--force")
 
-    assert len(reads.watched) == sum(len(list((planted.sources / folder).glob("*.parquet")))
+    assert rebuild["exit_code"] == 0
+    assert rebuild["watched"] == sum(len(list((planted.sources / folder).glob("*.parquet")))
                                      for folders in FAMILY_FOLDERS.values() for folder in folders) > 6
-    assert reads.read_again() == []
-    assert reads.rejected_asked == []
+    assert rebuild["read_again"] == []
+    assert rebuild["rejected_asked"] == []
     assert read_delta(planted.warehouse / "meta/quarantine").num_rows == 0
     for family in FAMILY_FOLDERS:
         planted.assert_rows_add_up(family)
@@ -621,7 +591,7 @@ def test_a_clean_rebuild_reads_each_source_file_once(planted, run_cli, monkeypat
 
 def test_rejected_rows_are_read_again_only_in_their_subset_and_replaced_on_each_rebuild(planted, run_cli, monkeypatch):
     build_ok(planted, run_cli)
-    reads = SourceReads(monkeypatch)
+    reads = SourceReads(monkeypatch.setattr)
     bad_text, bad_width = sample(2), sample(3)
     planted.plant("laion2B-en-joined", joined_table([sample(1), bad_text, bad_width], {
         "TEXT": pa.array([sample(1)[1].encode(), b"caf\xe9 cr\xe8me", bad_width[1].encode()], pa.binary()),
