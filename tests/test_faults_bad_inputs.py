@@ -14,6 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,8 +29,10 @@ import pytest
 
 from etl import laion_hash
 from etl.ingest.storage import read_footer
-from helpers import assert_same_rows, one_line, read_delta, runs, write_planted_project
+from helpers import (REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config,
+                     write_planted_project)
 from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows
+from source_reads import SourceReads
 
 FAMILY_FOLDERS = {
     "base": ("laion2B-en", "laion1B-nolang"),
@@ -102,8 +107,8 @@ class Planted:
         pq.write_table(table, path)
         return path
 
-    def build(self, run_cli) -> tuple[int, str, str]:
-        return run_cli("build", "--config", str(self.config))
+    def build(self, run_cli, *options: str) -> tuple[int, str, str]:
+        return run_cli("build", "--config", str(self.config), *options)
 
     def table(self, layer: str, name: str) -> list[dict]:
         return read_delta(self.warehouse / layer / name).to_pylist()
@@ -510,3 +515,116 @@ def test_a_corrupt_data_page_fails_the_build_naming_the_file(planted, run_cli):
     assert_one_line_failure(code, err, f"laion-etl: failed: {message}")
     run = runs(planted.warehouse)[-1]
     assert (run["status"], run["message"]) == ("failed", message)
+
+
+# --- the quarantine reads the sources again only where rows were rejected -------------------------
+
+def watched_build(config: Path, *options: str) -> dict:
+    """`laion-etl build` in a process of its own under tests/source_reads.py's watch."""
+    done = subprocess.run([sys.executable, str(REPO / "tests/source_reads.py"), "--config", str(config), *options],
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert done.stdout.strip(), done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_access_time_sensor_sees_a_read(tmp_path):
+    path = tmp_path / "probe.parquet"
+    pq.write_table(pa.table({"a": [1]}), path)
+    status = path.stat()
+    os.utime(path, ns=(status.st_mtime_ns - 10 ** 12, status.st_mtime_ns))
+    before = path.stat().st_atime_ns
+    path.stat()
+    assert path.stat().st_atime_ns == before
+    pq.read_table(path)
+    assert path.stat().st_atime_ns != before, "this file system records no reads (noatime): the sensor is blind"
+
+
+@pytest.mark.parametrize(("sql", "never_more"), [
+    ("select url, laion_hash(url, text) as hash from src_laion_base", True),
+    ("with source as (select * from src_laion_base) select * from source where width > 0", True),
+    ("select distinct url from src_laion_base", True),
+    ("select url, count(*) as n from src_laion_base group by url", True),
+    ("select url, count(*) over (partition by url) as n from src_laion_base", True),
+    ("select count(*) as n from src_laion_base", False),  # one row even when every row was rejected
+    ("select b.url from src_laion_base b join cfg_subsets s on b.subset = s.subset", False),
+    ("select url from src_laion_base, cfg_subsets", False),
+    ("select url from src_laion_base union all select url from src_laion_base", False),
+    ("select explode(array(url, text)) as value from src_laion_base", False),
+    ("select inline_outer(array(struct(url))) from src_laion_base", False),
+    ("select url from src_laion_base lateral view explode(array(1, 2)) t as n", False),
+    ("select url, count(*) from src_laion_base group by cube(url)", False),
+    ("select from where", False),
+])
+def test_only_sql_that_cannot_make_more_rows_than_it_reads_spares_the_second_scan(sql, never_more):
+    from etl.build.materialise import never_adds_rows
+
+    assert never_adds_rows(sql) is never_more
+
+
+def test_every_ods_query_over_source_files_cannot_make_more_rows():
+    from etl.build.materialise import never_adds_rows
+    from etl.project.project import load_project
+
+    sql = {t.name: t.sql for t in load_project().tables if any(v.startswith("src_laion_") for v in t.input_views)}
+    assert sorted(sql) == ["ods_laion_aesthetic", "ods_laion_base", "ods_laion_joined"]
+    assert all(never_adds_rows(text) for text in sql.values())
+
+
+@pytest.mark.parametrize("engine", ["sail", pytest.param("spark", marks=[pytest.mark.jvm, pytest.mark.timeout(1200)])])
+def test_a_clean_rebuild_reads_each_source_file_once(planted, engine):
+    if engine == "spark":
+        need_java()
+    config = write_planted_config(planted.sources.parent, engine=engine)
+    assert watched_build(config, "--layers", "ods")["exit_code"] == 0
+
+    rebuild = watched_build(config, "--layers", "ods", "--force")
+
+    assert rebuild["exit_code"] == 0
+    assert rebuild["watched"] == sum(len(list((planted.sources / folder).glob("*.parquet")))
+                                     for folders in FAMILY_FOLDERS.values() for folder in folders) > 6
+    assert rebuild["read_again"] == []
+    assert rebuild["rejected_asked"] == []
+    assert read_delta(planted.warehouse / "meta/quarantine").num_rows == 0
+    for family in FAMILY_FOLDERS:
+        planted.assert_rows_add_up(family)
+
+
+def test_rejected_rows_are_read_again_only_in_their_subset_and_replaced_on_each_rebuild(planted, run_cli, monkeypatch):
+    build_ok(planted, run_cli)
+    reads = SourceReads(monkeypatch.setattr)
+    bad_text, bad_width = sample(2), sample(3)
+    planted.plant("laion2B-en-joined", joined_table([sample(1), bad_text, bad_width], {
+        "TEXT": pa.array([sample(1)[1].encode(), b"caf\xe9 cr\xe8me", bad_width[1].encode()], pa.binary()),
+        "WIDTH": ["101", "102", "abc"]}))
+    expected = {(PLANTED_NAME, "text is not valid UTF-8"): 1, (PLANTED_NAME, "width is not a valid int"): 1}
+    english_joined = sorted(f"laion2B-en-joined/{p.name}" for p in (planted.sources / "laion2B-en-joined").glob("*"))
+
+    build_ok(planted, run_cli)  # only laion2B-en of the joined table and downstream are rebuilt
+
+    assert planted.reasons("joined") == expected
+    assert {json.loads(r["original_values"])["URL"] for r in planted.quarantined("joined")} == {bad_text[0],
+                                                                                               bad_width[0]}
+    planted.assert_rows_add_up("joined")
+    assert reads.rejected_asked == [("joined", ("laion2B-en",))]
+    assert reads.read_again() == english_joined  # the sensor sees a second read where there is one
+    first_run = {r["run_id"] for r in planted.quarantined("joined")}
+    assert len(reads.watched) == len(english_joined)
+
+    reads.forget()
+    assert planted.build(run_cli, "--force")[0] == 0  # every subset built: the clean one is not scanned again
+
+    assert planted.reasons("joined") == expected
+    assert {r["run_id"] for r in planted.quarantined("joined")}.isdisjoint(first_run)
+    assert reads.rejected_asked == [("joined", ("laion2B-en",))]
+
+    assert reads.read_again() == english_joined
+    reads.forget()
+    (planted.sources / "laion2B-en-joined" / PLANTED_NAME).unlink()
+
+    build_ok(planted, run_cli)  # the bad file gone: its quarantined rows go, and nothing is read twice
+
+    assert planted.quarantined("joined") == []
+    assert reads.rejected_asked == []
+    assert len(reads.watched) == len(english_joined) - 1
+    assert reads.read_again() == []
+    planted.assert_rows_add_up("joined")

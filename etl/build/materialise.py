@@ -1,12 +1,26 @@
 """Run a build plan: materialise each table's SELECT into its table, layer by layer, behind a gate.
 
-For each table: bind the input views it names (rows the ODS cannot accept go to the quarantine
-table instead), run its SQL, check the result's schema against the contract, write it (only
-the chosen subset partitions when `--subsets` is given), validate the new version with the
-contract's rules and, when a `fail` rule breaks, restore the previous version and stop: no
+For each table: bind the input views it names, run its SQL, check the result's schema against
+the contract, write it (only the chosen subset partitions when `--subsets` is given), replace its
+rows in the quarantine table (source rows the ODS could not accept), validate the new version with
+the contract's rules and, when a `fail` rule breaks, restore the previous version and stop: no
 downstream table is built on it. Anything else that stops the build between the write and the
 publication (checks that crash, the engine failing, an interrupt) is treated the same way, so a
 version nobody checked never stays current. Writes are serialised: one writer per table at a time.
+
+The quarantine costs a second scan of the source files (the rejected rows are a query of their
+own), about a tenth of a Sail build, so it runs only where rows were rejected. Every source row is
+either accepted or rejected, and the footers count the source rows without a scan; so where the
+table's SQL cannot make more rows than it reads (`never_adds_rows`: no join, set operation,
+generator or grouping set) and the write committed as many rows as the footers count, nothing was
+rejected and the quarantine's rows for those subsets are replaced by none, without reading a
+source file. Otherwise the subsets whose rows fall short (the Delta log counts them per subset)
+are scanned again for their rejected rows; a table whose SQL filters rows legitimately is always
+scanned, which is correct, only slower. The alternatives cost more: counting the rejected rows in
+the same scan needs observed metrics, which Sail 0.7.2 does not support ("collect metrics"), and
+writing both outputs from one scan needs the rows cached. The ODS is written before its
+quarantine; a run killed between the two has not recorded the table's inputs, so the next run
+rebuilds both.
 """
 
 from __future__ import annotations
@@ -15,11 +29,16 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import reduce
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
+import sqlglot
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
-from etl.build.inputs import WHOLE_TABLE
+from etl.build.inputs import SUBSET_COLUMN, WHOLE_TABLE
 from etl.build.plan import BuildPlan
 from etl.engine.session import engine_step
 from etl.ingest.sources import RefusedFile, SourceError, SourceFile, UndecodableFileError, explain_read_failure
@@ -29,10 +48,10 @@ from etl.project.contracts import ContractError
 from etl.project.project import Project
 from etl.project.tables import DATABASE, Table
 from etl.quality.results import FAIL, WARN, RuleResult, TableQuality
-from etl.build.views import SOURCE_VIEW_PREFIX
+from etl.build.views import SOURCE_VIEW_PREFIX, InputView
 from etl.quality.validation import Validator, histograms
 from etl.warehouse.meta import QUARANTINE, append_source_files, append_table_inputs, meta_path
-from etl.warehouse.store import table_store
+from etl.warehouse.store import Rollback, WriteResult, table_store
 
 log = logging.getLogger("etl")
 
@@ -117,7 +136,7 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             written = None
             try:
                 with _naming(table, config):
-                    quarantined, written = _write_decodable_rows(spark, plan, table, state, subsets)
+                    quarantined, written = _write_decodable_rows(spark, plan, table, state, subsets, rollback)
                 with engine_step(f"{table.name}: checks"):
                     quality = _validate(spark, plan, table, state, written.version)
                 rows_in = plan.input_rows(table, subsets)  # after the write: it may have refused a file
@@ -203,25 +222,25 @@ def _note_refusals(spark, plan: BuildPlan, state: BuildState, table: Table) -> N
                                           published=False, rules=[rule]))
 
 
-def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildState,
-                          subsets: Optional[tuple[str, ...]]):
-    """Bind the table's input views, replace its quarantined rows and write it: (rows quarantined, WriteResult).
+def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildState, subsets: Optional[tuple[str, ...]],
+                          rollback: Rollback):
+    """Bind the table's input views, write it and replace its quarantined rows: (rows quarantined, WriteResult).
 
     A source file whose footer reads but whose data the engine cannot decode shows only now, as
     an engine error naming no file; `explain_read_failure` finds it with pyarrow. It is then
     refused like the files refused at plan time: under `on_bad_file: fail` the build stops naming
-    it, under `skip` the table is written again without it (a write that failed committed nothing).
+    it (and undoes the write, when it was the quarantine's query that found it), under `skip` the
+    table is written again without it (a write that failed committed nothing).
     """
     while True:
+        written = None
         try:
             with engine_step(f"{table.name}: reading its inputs"):
-                rejected = _bind_input_views(spark, plan, table, subsets or plan.subset_names)
-            with engine_step(f"{table.name}: quarantine and query"):
-                quarantined = (_write_quarantine(spark, plan, table, rejected, state.run_id, subsets)
-                               if rejected else None)
-                df = _select(spark, table)
+                _bind_input_views(spark, plan, table, subsets or plan.subset_names)
             with engine_step(f"{table.name}: writing"):
-                return quarantined, _write(spark, plan, table, df, state.run_id, subsets)
+                written = _write(spark, plan, table, _select(spark, table), state.run_id, subsets)
+            with engine_step(f"{table.name}: quarantine"):
+                return _write_quarantine(spark, plan, table, written, state.run_id, subsets), written
         except ContractError:
             raise
         except Exception as exc:
@@ -232,6 +251,8 @@ def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildStat
             log.warning("refused %s (on_bad_file: %s)", explained, plan.config.on_bad_file)
             _note_refusals(spark, plan, state, table)
             if plan.config.on_bad_file == "fail":
+                if written is not None:
+                    _roll_back(spark, plan.config, table, rollback, state)
                 raise explained from exc
 
 
@@ -331,17 +352,32 @@ def _write(spark, plan: BuildPlan, table: Table, df, run_id: str, subsets: Optio
     return written
 
 
-def _write_quarantine(spark, plan: BuildPlan, table: Table, rejected, run_id: str,
+def _write_quarantine(spark, plan: BuildPlan, table: Table, written: WriteResult, run_id: str,
                       subsets: Optional[tuple[str, ...]]) -> Optional[int]:
-    """Replace this table's quarantined rows for the subsets being built; return how many."""
-    contract = plan.project.meta_contracts[QUARANTINE]
-    rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
-                           F.lit(table.name).alias("ods_table"), "subset")
-    replace = {"ods_table": [table.name], "subset": list(subsets or plan.subset_names)}
+    """Replace this table's quarantined rows for the subsets being built; return how many (None
+    when the table reads no view that can reject rows)."""
+    views = [view for view in plan.views_of(table) if view.rejects_rows]
+    if not views:
+        return None
+    built = tuple(subsets or plan.subset_names)
+    rejecting = _subsets_with_rejections(spark, plan, table, views, written, built)
     store = table_store(plan.config)
-    written = store.write(spark, rows, meta_path(plan.config, QUARANTINE), contract.partition_by, replace, run_id)
-    store.register(spark, QUARANTINE, meta_path(plan.config, QUARANTINE), True)
-    return written.rows_written
+    path = meta_path(plan.config, QUARANTINE)
+    if store.exists(path) and not rejecting:
+        rows = store.read(spark, path).limit(0)  # the table's own schema: nothing of the sources is read
+    else:
+        # Without a quarantine table yet, it takes its schema (nullability too) from the query that
+        # fills it, which the engine then plans from the footers and never runs (limit 0).
+        rejected = reduce(DataFrame.unionByName, [view.rejected_rows(spark, rejecting or built) for view in views])
+        rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
+                               F.lit(table.name).alias("ods_table"), "subset")
+        if not rejecting:
+            rows = rows.limit(0)
+    contract = plan.project.meta_contracts[QUARANTINE]
+    replace = {"ods_table": [table.name], "subset": list(built)}
+    quarantined = store.write(spark, rows, path, contract.partition_by, replace, run_id)
+    store.register(spark, QUARANTINE, path, True)
+    return quarantined.rows_written
 
 
 def _require_upstream(config: Config, known: Mapping[str, Table], table: Table) -> None:
@@ -354,16 +390,56 @@ def _require_upstream(config: Config, known: Mapping[str, Table], table: Table) 
                              f"{upstream.path(config)} (build layer {upstream.layer} first)")
 
 
-def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, ...]):
-    """Create the temp views the table's SQL reads (source files of `subsets` only); return the
-    rejected source rows, if any."""
-    rejected = None
+def _subsets_with_rejections(spark, plan: BuildPlan, table: Table, views: list[InputView], written: WriteResult,
+                             built: tuple[str, ...]) -> tuple[str, ...]:
+    """The built subsets where the views may have rejected rows: those whose rows in the table
+    fall short of their source rows (footer counts), or all of them when that cannot be told."""
+    if written.rows_written is None or not never_adds_rows(table.sql):
+        return built
+    if written.rows_written == sum(view.input_rows(built) for view in views):
+        return ()
+    if SUBSET_COLUMN not in table.partition_by(plan.config) or len(built) == 1:
+        return built
+    store = table_store(plan.config)
+    path = table.path(plan.config)
+    return tuple(subset for subset in built
+                 if store.rows(spark, path, (subset,)) != sum(view.input_rows((subset,)) for view in views))
+
+
+# Constructs that can make more rows than a query reads: joins, set operations, generators and
+# grouping sets. A function sqlglot does not know is an Anonymous node, so generators go by name too.
+_ROW_MAKERS = (exp.Join, exp.SetOperation, exp.Lateral, exp.Unnest, exp.Explode, exp.Posexplode, exp.Inline,
+               exp.Stack, exp.UDTF, exp.Cube, exp.Rollup, exp.GroupingSets, exp.QueryTransform, exp.Values)
+_GENERATOR_NAMES = {"explode", "explode_outer", "posexplode", "posexplode_outer", "inline", "inline_outer", "stack"}
+
+
+def never_adds_rows(sql: str) -> bool:
+    """Whether `sql` provably returns at most as many rows as its source rows (projections,
+    filters, deduplication, grouped aggregates), so a table written with as many rows as its
+    source files hold kept every one of them. Anything sqlglot cannot parse is assumed to add rows."""
+    try:
+        tree = sqlglot.parse_one(sql, read="spark")
+    except SqlglotError:
+        return False
+    if tree.find(*_ROW_MAKERS):
+        return False
+    if any(node.name.lower() in _GENERATOR_NAMES for node in tree.find_all(exp.Anonymous)):
+        return False
+    return not any(_global_aggregate(select) for select in tree.find_all(exp.Select))
+
+
+def _global_aggregate(select: exp.Select) -> bool:
+    """An aggregate without GROUP BY: one row even from no row."""
+    return not select.args.get("group") and any(
+        aggregate.find_ancestor(exp.Select) is select and not aggregate.find_ancestor(exp.Window)
+        for aggregate in select.find_all(exp.AggFunc))
+
+
+def _bind_input_views(spark, plan: BuildPlan, table: Table, subsets: tuple[str, ...]) -> None:
+    """Create the temp views the table's SQL reads (source files of `subsets` only)."""
     for name in table.input_views:
         view = plan.views.get(name)
         if view is None:
             raise BuildError(f"{table.name}: {table.sql_file.name} reads view {name!r}, "
                              "which the framework does not provide")
-        rows = view.bind(spark, subsets)
-        if rows is not None:
-            rejected = rows if rejected is None else rejected.unionByName(rows)
-    return rejected
+        view.bind(spark, subsets)

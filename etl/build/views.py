@@ -2,7 +2,8 @@
 
 - `src_laion_<family>` (SourceFamilyView): a source family's part files of the planned subsets,
   each read on its own and normalised as the family declares (conf/families.yaml,
-  etl.ingest.sources); rows the ODS cannot accept are handed back for the quarantine table.
+  etl.ingest.sources); the rows the ODS cannot accept are a query of their own, for the
+  quarantine table, which the build runs only where some rows were rejected.
 - `src_image_index` (ImageIndexView): every img2dataset shard of the configured folders,
   indexed in parallel by the engine (etl.ingest.images).
 - `cfg_subsets` (SubsetsView): the configured subsets and their default language.
@@ -41,6 +42,7 @@ class InputView(ABC):
     """One view the SQL can read. By default it reads no source files and rejects no row."""
 
     name: str
+    rejects_rows = False
 
     def resolve(self) -> None:
         """Find the inputs, before any engine starts."""
@@ -66,8 +68,13 @@ class InputView(ABC):
         return []
 
     @abstractmethod
-    def bind(self, spark, subsets: Sequence[str]) -> Optional[DataFrame]:
-        """Create the temp view; return the rows it rejects for the quarantine, if it can reject any."""
+    def bind(self, spark, subsets: Sequence[str]) -> None:
+        """Create the temp view over the inputs of `subsets`."""
+
+    def rejected_rows(self, spark, subsets: Sequence[str]) -> Optional[DataFrame]:
+        """The rows of `subsets` the view leaves out, for the quarantine (a query of its own: it
+        reads the source files again), or None when it can reject none (`rejects_rows`)."""
+        return None
 
 
 def _covers(subsets: Optional[Sequence[str]], subset: str) -> bool:
@@ -75,6 +82,8 @@ def _covers(subsets: Optional[Sequence[str]], subset: str) -> bool:
 
 
 class SourceFamilyView(InputView):
+    rejects_rows = True
+
     def __init__(self, family: Family, config: Config, planned_subsets: Sequence[str]) -> None:
         self.family = family
         self.name = SOURCE_VIEW_PREFIX + family.name
@@ -130,10 +139,11 @@ class SourceFamilyView(InputView):
     def input_rows(self, subsets: Optional[Sequence[str]]) -> int:
         return sum(f.footer.num_rows for f in self.read_files(subsets))
 
-    def bind(self, spark, subsets: Sequence[str]) -> DataFrame:
-        family_rows = read_family(spark, self.family, self.read_files(subsets))
-        accepted_rows(family_rows).createOrReplaceTempView(self.name)
-        return rejected_rows(family_rows)
+    def bind(self, spark, subsets: Sequence[str]) -> None:
+        accepted_rows(read_family(spark, self.family, self.read_files(subsets))).createOrReplaceTempView(self.name)
+
+    def rejected_rows(self, spark, subsets: Sequence[str]) -> DataFrame:
+        return rejected_rows(read_family(spark, self.family, self.read_files(subsets)))
 
 
 @dataclass(frozen=True)
