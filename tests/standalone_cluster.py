@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from etl.cluster.submit import spark_home
+from etl.engine.artifacts import spark_home
 from helpers import free_port
 
 START_DEADLINE = 120  # seconds for the master and every worker to be up, on a busy CI machine

@@ -22,7 +22,8 @@ import pytest
 
 import etl.cluster.submit
 from etl.cli import main
-from etl.cluster.submit import job_script, spark_home
+from etl.cluster.submit import job_script
+from etl.engine.artifacts import spark_home
 from etl.engine.jvm_packages import jvm_packages
 from etl.engine.session import DELTA_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS, QUIET_LOG_CONFIG, QUIET_SESSION_SETTINGS
 from etl.project.config import load_config

@@ -31,6 +31,7 @@ from etl import laion_hash
 from etl.ingest.storage import read_footer
 from helpers import (REPO, assert_same_rows, need_java, one_line, read_delta, runs, write_planted_config,
                      write_planted_project)
+from jvm_jobs import jvm_env
 from planted import B, D, F, WIDE_SCHEMA, expected_wide_rows
 from source_reads import SourceReads
 
@@ -522,9 +523,10 @@ def test_a_corrupt_data_page_fails_the_build_naming_the_file(planted, run_cli):
 def watched_build(config: Path, *options: str) -> dict:
     """`laion-etl build` in a process of its own under tests/source_reads.py's watch."""
     done = subprocess.run([sys.executable, str(REPO / "tests/source_reads.py"), "--config", str(config), *options],
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+                          cwd=REPO, env=dict(jvm_env(), PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                          timeout=900)
     assert done.stdout.strip(), done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr[-3000:]}
 
 
 def test_the_access_time_sensor_sees_a_read(tmp_path):
@@ -575,11 +577,12 @@ def test_a_clean_rebuild_reads_each_source_file_once(planted, engine):
     if engine == "spark":
         need_java()
     config = write_planted_config(planted.sources.parent, engine=engine)
-    assert watched_build(config, "--layers", "ods")["exit_code"] == 0
+    first = watched_build(config, "--layers", "ods")
+    assert first["exit_code"] == 0, first["stderr"]
 
     rebuild = watched_build(config, "--layers", "ods", "--force")
 
-    assert rebuild["exit_code"] == 0
+    assert rebuild["exit_code"] == 0, rebuild["stderr"]
     assert rebuild["watched"] == sum(len(list((planted.sources / folder).glob("*.parquet")))
                                      for folders in FAMILY_FOLDERS.values() for folder in folders) > 6
     assert rebuild["read_again"] == []

@@ -3,25 +3,23 @@
 Executors import `etl` from it (the LAION hash runs there) and the driver reads the SQL,
 contracts and default configuration from it, so it carries `etl/_project/` as a wheel does
 (etl/project/resources.py), the spark-submit jobs included. It is written from whatever this process runs (a checkout, a wheel
-install or another zip) and is byte-for-byte the same for the same code: sorted members, fixed
-timestamps, so a rebuilt zip never looks like a new release.
+install or another zip) and is byte-for-byte the same for the same code (etl/engine/artifacts.py:
+sorted members, fixed timestamps), so a rebuilt zip never looks like a new release.
 """
 
 from __future__ import annotations
 
-import os
-import zipfile
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
+from etl.engine.artifacts import write_stable_zip
 from etl.project.resources import BUNDLE, bundled_root
 
 PROJECT_FOLDERS = ("sql", "expectations", "conf", "jobs")
 # Package data read through importlib.resources, as setup.cfg's package_data ships it in the wheel.
 PACKAGE_DATA = ("etl/quality/templates/", "etl/engine/java/")
-_FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
 
 
 def _walk(folder: Traversable, prefix: str) -> Iterator[tuple[str, Traversable]]:
@@ -49,16 +47,3 @@ def write_package_zip(out: Path) -> int:
     members = package_members()
     write_stable_zip(out, {name: entry.read_bytes() for name, entry in members.items()})
     return len(members)
-
-
-def write_stable_zip(out: Path, members: Mapping[str, bytes]) -> None:
-    """A zip (or jar) of `members` written atomically, the same bytes for the same members."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(members):
-            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, members[name])
-    os.replace(partial, out)

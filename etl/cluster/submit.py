@@ -13,7 +13,6 @@ SPARK_HOME is set to pyspark's folder: pip's spark-submit wrapper otherwise find
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Mapping, NoReturn, Optional, Sequence
 
 from etl.cluster.package_zip import write_package_zip
+from etl.engine.artifacts import cache_folder, spark_home, write_by_content
 from etl.engine.jvm_packages import jvm_packages
 from etl.project.config import Config
 from etl.project.resources import bundled_root
@@ -50,45 +50,13 @@ class SubmitLine:
         return " \\\n".join(lines)
 
 
-def spark_home() -> Path:
-    """pyspark's own folder: a Spark home with bin/spark-submit, bin/spark-class and the jars."""
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
-
-
-def cache_folder() -> Path:
-    """Where the shipped zip (and, from a zip install, the job scripts) are written."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "laion-etl"
-
-
-def named_by_content(folder: Path, name: str, data: bytes) -> Path:
-    """`folder/name` with the digest of `data` added to the name: two submits of different code
-    never share a file, and the same code always gets the same one."""
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    stem, dot, suffix = name.partition(".")
-    return folder / f"{stem}-{digest}{dot}{suffix}"
-
-
-def _by_content(folder: Path, name: str, data: bytes) -> Path:
-    """`data` written under its `named_by_content` name, unless it is there already."""
-    path = named_by_content(folder, name, data)
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{path.name}.{os.getpid()}.partial"
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    return path
-
-
 def shipped_package() -> Path:
     """The `--py-files` zip of the code this process runs (etl/cluster/package_zip.py)."""
     folder = cache_folder()
     building = folder / f".etl-{os.getpid()}.zip"
     write_package_zip(building)
     try:
-        return _by_content(folder, "etl.zip", building.read_bytes())
+        return write_by_content(folder, "etl.zip", building.read_bytes())
     finally:
         building.unlink()
 
@@ -99,7 +67,7 @@ def job_script(job: str, root: Optional[Traversable] = None) -> Path:
     entry = (root or bundled_root()).joinpath("jobs", f"{job}.py")
     if isinstance(entry, Path):
         return entry
-    return _by_content(cache_folder() / "jobs", f"{job}.py", entry.read_bytes())
+    return write_by_content(cache_folder() / "jobs", f"{job}.py", entry.read_bytes())
 
 
 def submit_line(config: Config, job: str, job_args: Sequence[str], master: Optional[str] = None,

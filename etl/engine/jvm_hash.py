@@ -24,8 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from etl.cluster.package_zip import write_stable_zip
-from etl.cluster.submit import cache_folder, named_by_content, spark_home
+from etl.engine.artifacts import cache_folder, named_by_content, spark_home, write_stable_zip
 from etl.engine.hashing import SQL_FUNCTION_NAME, register_laion_hash
 
 log = logging.getLogger(__name__)
