@@ -79,6 +79,8 @@ ROWS_PER_FILE = 300_000  # target rows in the largest source files (laion2B-en b
 EN_SHARE = 0.45  # etl.synth gives laion2B-en 45% of the base rows
 SAMPLE_SECONDS = 0.2
 STAGE_LINE = re.compile(r"\[(?P<layer>\w+)\] (?P<table>\S+) <- .*?(?P<end> done in [\d.]+ s| \.\.\.)$")
+# The build's timing of a table's checks and quarantine (etl/build/materialise.py `_timed_part`).
+PART_LINE = re.compile(r"\[(?P<layer>\w+)\] (?P<table>\S+): (?P<part>checks|quarantine) in (?P<seconds>[\d.]+) s$")
 TABLE_CELL_SPLIT = re.compile(r"\s{2,}")
 DMS_TABLE = "dms_laion_wide"
 
@@ -261,6 +263,11 @@ def run_engine(name: str, command: list[str], env: dict, log_path: Path, timeout
         memory = TreeMemory(process.pid, other_roots).start()
 
         def follow_stage(line: str) -> None:
+            part = PART_LINE.search(line.rstrip())
+            if part:
+                stage = stages.setdefault(part["table"], {"layer": part["layer"]})
+                stage[f"{part['part']}_seconds"] = stage.get(f"{part['part']}_seconds", 0.0) + float(part["seconds"])
+                return
             match = STAGE_LINE.search(line.rstrip())
             if match:
                 stage = stages.setdefault(match["table"], {"layer": match["layer"]})
@@ -495,6 +502,8 @@ def stage_figures(run: dict, warehouse: Optional[Path], cores: int) -> list[dict
             "rows_per_s_per_core": (rows / seconds / cores) if rows and seconds > 0 else None,
             "window_seconds": (window["end"] - window["start"]) if "start" in window and "end" in window else None,
             "peak_rss_bytes": window.get("peak_rss_bytes"),
+            "checks_seconds": window.get("checks_seconds"),
+            "quarantine_seconds": window.get("quarantine_seconds"),
             "output_bytes": out_bytes,
             "output_files": out_files,
         })
@@ -563,6 +572,7 @@ def run_size(rows: int, args, cores: int) -> dict:
             "timed_out": run["timed_out"],
             "wall_seconds": run["wall_seconds"],
             "stage_seconds": sum(s["seconds"] for s in stages),
+            **checks_share(stages),
             "peak_rss_bytes": run["peak_rss_bytes"],
             "load_average_before": run["load_average_before"],
             "load_average_after": run["load_average_after"],
@@ -585,6 +595,18 @@ def run_size(rows: int, args, cores: int) -> dict:
     if cluster and cluster["exit_code"] == 0 and cluster["stage_seconds"]:
         result["scale_model"] = scale_model(rows, cluster["stage_seconds"], cluster["cores"])
     return result
+
+
+def checks_share(stages: list[dict]) -> dict:
+    """The checks' and the quarantine's seconds over all tables, and their share of the stages'
+    seconds; none where the engine does not log them (the DuckDB reference has neither)."""
+    checks = [s["checks_seconds"] for s in stages if s.get("checks_seconds") is not None]
+    quarantine = [s["quarantine_seconds"] for s in stages if s.get("quarantine_seconds") is not None]
+    total = sum(s["seconds"] for s in stages)
+    if not checks or not total:
+        return {}
+    return {"checks_seconds": sum(checks), "quarantine_seconds": sum(quarantine),
+            "checks_quarantine_share": (sum(checks) + sum(quarantine)) / total}
 
 
 def run_on_cluster(size_dir: Path, sources: Path, warehouse: Path, args, planted: int) -> tuple[dict, int]:
@@ -879,6 +901,9 @@ def markdown_table(results: dict) -> str:
     for table in tables:
         stage_seconds = [next((s["seconds"] for s in r["stages"] if s["table"] == table), None) for r in runs]
         lines.append(row(table, [seconds(v) + " s" if v is not None else "-" for v in stage_seconds]))
+    lines.append(row("checks + quarantine, seconds (share of stages)",
+                     [f"{r['checks_seconds'] + r['quarantine_seconds']:.1f} ({r['checks_quarantine_share']:.0%})"
+                      if "checks_quarantine_share" in r else "-" for r in runs]))
     lines.append(row("whole pipeline, base rows/s per core (stages)",
                      [f"{size['rows'] / r['stage_seconds'] / r['cores']:,.0f}" if r["stage_seconds"] else "-"
                       for r in runs]))

@@ -44,6 +44,15 @@ def assert_engine_figures(size: dict, engine: str) -> None:
     assert figures["dms_rows"] == size["joined_rows"]
 
 
+def assert_checks_timed(figures: dict) -> None:
+    """Every table's checks and quarantine step were timed from the build's log."""
+    stages = {s["table"]: s for s in figures["stages"]}
+    for part in ("checks_seconds", "quarantine_seconds"):
+        assert all(s[part] is not None and s[part] >= 0 for s in stages.values()), (part, stages)
+    assert figures["checks_seconds"] == pytest.approx(sum(s["checks_seconds"] for s in stages.values()))
+    assert 0 < figures["checks_quarantine_share"] < 1
+
+
 def assert_agrees_with_sail(size: dict, engine: str) -> None:
     check = size["checks"][f"sail_vs_{engine}"]
     assert check["rows_equal"] and check["fingerprint_equal"], check
@@ -72,6 +81,8 @@ def test_bench_smoke_sail_and_both_duckdb_hashes(tmp_path):
         assert_engine_figures(size, engine)
     for engine in ("duckdb", "duckdb-vectorised"):
         assert_agrees_with_sail(size, engine)
+    assert_checks_timed(size["engines"]["sail"])
+    assert "checks_seconds" not in size["engines"]["duckdb"]  # the reference neither checks nor quarantines
     assert "duckdb-vectorised" in size["engines"]["duckdb-vectorised"]["log"]
     assert out.with_suffix(".png").stat().st_size > 1000
 
@@ -84,6 +95,10 @@ def test_bench_smoke_sail_and_both_duckdb_hashes(tmp_path):
     assert wall == "| wall seconds | " + " | ".join(
         f"{size['engines'][e]['wall_seconds']:.1f}" for e in ("sail", "duckdb", "duckdb-vectorised")) + " |"
     assert any(line.startswith("| dms_laion_wide |") for line in lines)
+    sail = size["engines"]["sail"]
+    share = next(line for line in lines if line.startswith("| checks + quarantine"))
+    assert share.split(" | ")[1] == f"{sail['checks_seconds'] + sail['quarantine_seconds']:.1f} " \
+                                   f"({sail['checks_quarantine_share']:.0%})"
     assert any(line.startswith(f"- commit {info['git_commit'][:10]}") for line in lines)
     assert f"- load average (1 min) before each run: sail " \
            f"{size['engines']['sail']['load_average_before'][0]:.1f}, duckdb" in table.stdout
@@ -101,6 +116,7 @@ def test_bench_smoke_jvm_builds_delta_with_checks_and_records_its_settings(tmp_p
     assert_agrees_with_sail(size, "jvm")
     jvm = size["engines"]["jvm"]
     assert jvm["format"] == "delta"
+    assert_checks_timed(jvm)
     assert {s["checks"] for s in jvm["stages"]} <= {"pass", "warn"}  # every table's contract was checked
     settings = jvm["jvm_settings"]
     assert settings["spark.master"] == "local[2]"

@@ -93,11 +93,35 @@ def child(out: Path, config_path: Path, no_jar: bool) -> None:
         results["jars"] = spark.sparkContext.getConf().get("spark.jars", "")
         if not no_jar:
             results["lone_surrogate"] = lone_surrogate_error(spark)
+            results["invalid_utf8"] = invalid_utf8_refusal(spark, out)
         if not no_jar and REAL_PAIRS.is_file():  # on CI it is (the real-pairs test says so)
             spark.read.parquet(str(REAL_PAIRS)).selectExpr("URL", "TEXT", "laion_hash(URL, TEXT) as hash") \
                 .write.parquet(str(out / "real"))
     results["warnings"] = warnings
     (out / "results.json").write_text(json.dumps(results))
+
+
+def invalid_utf8_refusal(spark, out: Path) -> dict:
+    """Read a base file whose string column TEXT holds bytes that are not UTF-8 as the ODS does: the
+    engine's error and the file error `explain_read_failure` makes of it (JVM Spark's reader takes
+    such bytes unchecked, and the Java hash would hash them as replacement characters)."""
+    import pyarrow as pa
+
+    from etl.ingest.sources import SourceFile, explain_read_failure, read_source_file
+    from etl.ingest.storage import read_footer
+    from etl.project.project import load_project
+
+    path = out / "invalid_utf8.parquet"
+    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)  # unchecked, as some writers do
+    pq.write_table(pa.table({"SAMPLE_ID": [1, 2], "URL": ["http://x.org/a.jpg", "http://x.org/b.jpg"], "TEXT": texts,
+                             "HEIGHT": [1, 2], "WIDTH": [3, 4], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY"] * 2,
+                             "similarity": [0.25, 0.5]}), path)
+    source = SourceFile("base", "laion2B-en", read_footer(str(path)))
+    rows = read_source_file(spark, load_project().families["base"], source).selectExpr("laion_hash(url, text) as hash")
+    try:
+        return {"read": [row.hash for row in rows.collect()]}
+    except Exception as exc:
+        return {"engine_error": str(exc)[:2000], "explained": str(explain_read_failure(exc, [source]))}
 
 
 def lone_surrogate_error(spark) -> str:
@@ -187,6 +211,16 @@ def test_java_function_refuses_a_lone_surrogate_as_python_does(with_jar):
         "\ud800|a cat".encode("utf-8")
     assert "java.lang.IllegalArgumentException: laion_hash: the url has a lone surrogate U+D800 at character 0" \
         in results["lone_surrogate"], results["lone_surrogate"][:3000]
+
+
+def test_a_string_column_holding_bytes_that_are_not_utf8_is_refused_naming_the_file(with_jar):
+    out, results = with_jar
+    refusal = results["invalid_utf8"]
+    assert "read" not in refusal, f"JVM Spark read and hashed the bytes: {refusal}"
+    assert "string column TEXT holds bytes that are not valid UTF-8" in refusal["engine_error"]
+    assert refusal["explained"] == (f"{out / 'invalid_utf8.parquet'}: string column TEXT holds bytes that are not "
+                                    f"valid UTF-8, which the engine cannot read (store the column as binary to "
+                                    f"quarantine those rows, or fix the file)")
 
 
 def test_without_a_jar_the_jvm_session_keeps_the_pandas_udf_and_warns_once(without_jar):

@@ -345,6 +345,12 @@ def _normalised(by_lower: dict[str, pa.Field], column: SourceColumn) -> tuple[Co
     elif _is_bytes(field.type) and column.type == "string":
         # Sail's cast of such bytes gives null, JVM Spark's passes them through unchecked: test first.
         convertible = F.when(F.is_valid_utf8(raw), raw)
+    elif _is_text(field.type):
+        # A string column holding bytes that are not UTF-8: Sail's reader refuses the file, JVM
+        # Spark's reads the bytes unchecked (and would hash them as replacement characters), so the
+        # query fails here too and `explain_read_failure` names the file, on either engine.
+        raw = convertible = F.when(F.is_valid_utf8(raw) | raw.isNull(), raw).otherwise(
+            F.raise_error(F.lit(f"string column {field.name} holds bytes that are not valid UTF-8")))
     value = convertible.try_cast(column.type)
     problem = F.when(raw.isNotNull() & value.isNull(), F.lit(_conversion_problem(field, column)))
     if column.non_empty:
