@@ -576,9 +576,10 @@ def test_every_ods_query_over_source_files_cannot_make_more_rows():
 def test_a_clean_rebuild_reads_each_source_file_once(planted, engine):
     if engine == "spark":
         need_java()
-    config = write_planted_config(planted.sources.parent, engine=engine)
-    first = watched_build(config, "--layers", "ods")
+    # The first build only has to exist (Sail makes it in seconds); the watched rebuild is the engine's.
+    first = watched_build(write_planted_config(planted.sources.parent), "--layers", "ods")
     assert first["exit_code"] == 0, first["stderr"]
+    config = write_planted_config(planted.sources.parent, name=f"planted-{engine}", engine=engine)
 
     rebuild = watched_build(config, "--layers", "ods", "--force")
 
