@@ -79,7 +79,7 @@ ROWS_PER_FILE = 300_000  # target rows in the largest source files (laion2B-en b
 EN_SHARE = 0.45  # etl.synth gives laion2B-en 45% of the base rows
 SAMPLE_SECONDS = 0.2
 STAGE_LINE = re.compile(r"\[(?P<layer>\w+)\] (?P<table>\S+) <- .*?(?P<end> done in [\d.]+ s| \.\.\.)$")
-# The build's timing of a table's checks and quarantine (etl/build/materialise.py `_timed_part`).
+# The build's timing of a table's checks and quarantine (etl/build/materialise.py, etl.progress.timed).
 PART_LINE = re.compile(r"\[(?P<layer>\w+)\] (?P<table>\S+): (?P<part>checks|quarantine) in (?P<seconds>[\d.]+) s$")
 TABLE_CELL_SPLIT = re.compile(r"\s{2,}")
 DMS_TABLE = "dms_laion_wide"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from etl.cli import main
@@ -23,6 +24,22 @@ from planted import planted_config, write_planted_sources
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_PAIRS = REPO.parent / "shared" / "data" / "laion_url_text_10k.parquet"
+
+
+# What both engines say of a base file whose string column TEXT holds bytes that are not UTF-8.
+INVALID_UTF8_TEXT = "string column TEXT holds bytes that are not valid UTF-8"
+
+
+def write_invalid_utf8_base_file(path: Path, similarity=(0.25, 0.5)) -> Path:
+    """A two-row base part whose string column TEXT holds bytes that are not UTF-8 in its second
+    row (written unchecked, as some writers do); see INVALID_UTF8_TEXT."""
+    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "SAMPLE_ID": [50, 51], "URL": ["http://bad-files.example/a.jpg", "http://bad-files.example/b.jpg"],
+        "TEXT": texts, "HEIGHT": [1, 2], "WIDTH": [3, 4], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY"] * 2,
+        "similarity": list(similarity)}), path)
+    return path
 
 
 def demo_config(sources: Path, warehouse: Path, path: Path, with_images: bool = True,

@@ -17,7 +17,8 @@ import pytest
 from etl.cli import main
 from etl.ingest.storage import read_footer
 from etl.project.project import load_project
-from helpers import assert_same_rows, committed, one_line, read_delta, runs, table_dir, write_planted_config
+from helpers import (INVALID_UTF8_TEXT, assert_same_rows, committed, one_line, read_delta, runs, table_dir,
+                     write_invalid_utf8_base_file, write_planted_config)
 from planted import write_planted_sources
 
 TABLES = {t.name: t for t in load_project().tables}
@@ -76,13 +77,7 @@ def corrupt_page(sources):
 
 def invalid_utf8_string(sources, similarity=(0.25, 0.5)):
     """A base part whose string column TEXT holds bytes that are not UTF-8 (written unchecked, as some writers do)."""
-    path = sources / "laion2B-en/part-00009.parquet"
-    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)
-    pq.write_table(pa.table({
-        "SAMPLE_ID": [50, 51], "URL": ["http://bad-files.example/a.jpg", "http://bad-files.example/b.jpg"],
-        "TEXT": texts, "HEIGHT": [1, 2], "WIDTH": [3, 4], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY"] * 2,
-        "similarity": list(similarity)}), path)
-    return path, "string column TEXT holds bytes that are not valid UTF-8"
+    return write_invalid_utf8_base_file(sources / "laion2B-en/part-00009.parquet", similarity), INVALID_UTF8_TEXT
 
 
 def invalid_utf8_string_read_by_pyarrow(sources):

@@ -24,7 +24,7 @@ import pytest
 
 from etl.cluster.package_zip import package_members
 from etl.engine import jvm_hash
-from helpers import REAL_PAIRS, REPO, need_java, required_on_ci
+from helpers import INVALID_UTF8_TEXT, REAL_PAIRS, REPO, need_java, required_on_ci, write_invalid_utf8_base_file
 from planted import planted_config
 
 pytestmark = pytest.mark.jvm
@@ -105,17 +105,11 @@ def invalid_utf8_refusal(spark, out: Path) -> dict:
     """Read a base file whose string column TEXT holds bytes that are not UTF-8 as the ODS does: the
     engine's error and the file error `explain_read_failure` makes of it (JVM Spark's reader takes
     such bytes unchecked, and the Java hash would hash them as replacement characters)."""
-    import pyarrow as pa
-
     from etl.ingest.sources import SourceFile, explain_read_failure, read_source_file
     from etl.ingest.storage import read_footer
     from etl.project.project import load_project
 
-    path = out / "invalid_utf8.parquet"
-    texts = pa.array([b"fine", b"caf\xe9"], pa.binary()).cast(pa.string(), safe=False)  # unchecked, as some writers do
-    pq.write_table(pa.table({"SAMPLE_ID": [1, 2], "URL": ["http://x.org/a.jpg", "http://x.org/b.jpg"], "TEXT": texts,
-                             "HEIGHT": [1, 2], "WIDTH": [3, 4], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY"] * 2,
-                             "similarity": [0.25, 0.5]}), path)
+    path = write_invalid_utf8_base_file(out / "invalid_utf8.parquet")
     source = SourceFile("base", "laion2B-en", read_footer(str(path)))
     rows = read_source_file(spark, load_project().families["base"], source).selectExpr("laion_hash(url, text) as hash")
     try:
@@ -217,10 +211,9 @@ def test_a_string_column_holding_bytes_that_are_not_utf8_is_refused_naming_the_f
     out, results = with_jar
     refusal = results["invalid_utf8"]
     assert "read" not in refusal, f"JVM Spark read and hashed the bytes: {refusal}"
-    assert "string column TEXT holds bytes that are not valid UTF-8" in refusal["engine_error"]
-    assert refusal["explained"] == (f"{out / 'invalid_utf8.parquet'}: string column TEXT holds bytes that are not "
-                                    f"valid UTF-8, which the engine cannot read (store the column as binary to "
-                                    f"quarantine those rows, or fix the file)")
+    assert INVALID_UTF8_TEXT in refusal["engine_error"]
+    assert refusal["explained"] == (f"{out / 'invalid_utf8.parquet'}: {INVALID_UTF8_TEXT}, which the engine cannot "
+                                    f"read (store the column as binary to quarantine those rows, or fix the file)")
 
 
 def test_without_a_jar_the_jvm_session_keeps_the_pandas_udf_and_warns_once(without_jar):

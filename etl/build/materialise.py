@@ -26,7 +26,6 @@ rebuilds both.
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ from etl.build.inputs import SUBSET_COLUMN, WHOLE_TABLE
 from etl.build.plan import BuildPlan
 from etl.engine.session import engine_step
 from etl.ingest.sources import RefusedFile, SourceError, SourceFile, UndecodableFileError, explain_read_failure
-from etl.progress import step
+from etl.progress import step, timed
 from etl.project.config import Config
 from etl.project.contracts import ContractError
 from etl.project.project import Project
@@ -138,7 +137,7 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
             try:
                 with _naming(table, config):
                     quarantined, written = _write_decodable_rows(spark, plan, table, state, subsets, rollback)
-                with engine_step(f"{table.name}: checks"), _timed_part(table, "checks"):
+                with engine_step(f"{table.name}: checks"), timed(f"[{table.layer}] {table.name}: checks"):
                     quality = _validate(spark, plan, table, state, written.version)
                 rows_in = plan.input_rows(table, subsets)  # after the write: it may have refused a file
                 if rows_in is None and table.driving_table:
@@ -165,15 +164,6 @@ def run_build(spark, plan: BuildPlan, state: BuildState) -> None:
         _record_inputs(spark, plan, table, keys, state.run_id, written.version)
         if state.on_publish:
             state.on_publish()
-
-
-@contextmanager
-def _timed_part(table: Table, part: str) -> Iterator[None]:
-    """Log how long one part of a table's step took (`[ods] ods_laion_base: checks in 3.2 s`): the
-    bench adds the checks and quarantine parts up to tell what they cost beside the writes."""
-    started = time.monotonic()
-    yield
-    log.info("[%s] %s: %s in %.1f s", table.layer, table.name, part, time.monotonic() - started)
 
 
 def _set_aside_broken_tables(plan: BuildPlan) -> None:
@@ -249,7 +239,7 @@ def _write_decodable_rows(spark, plan: BuildPlan, table: Table, state: BuildStat
                 _bind_input_views(spark, plan, table, subsets or plan.subset_names)
             with engine_step(f"{table.name}: writing"):
                 written = _write(spark, plan, table, _select(spark, table), state.run_id, subsets)
-            with engine_step(f"{table.name}: quarantine"), _timed_part(table, "quarantine"):
+            with engine_step(f"{table.name}: quarantine"), timed(f"[{table.layer}] {table.name}: quarantine"):
                 return _write_quarantine(spark, plan, table, written, state.run_id, subsets), written
         except ContractError:
             raise
