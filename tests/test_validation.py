@@ -173,3 +173,37 @@ def test_a_broken_query_is_its_rules_error_and_other_classes_are_left_to_gx(spar
     value = found["value_above_half"]
     assert (value["success"], value["unexpected_count"], value["sample"]) == (False, 1, ("0.5",))
     assert value["unexpected_percent"] == pytest.approx(50.0)
+
+
+def test_duplicates_report_the_most_duplicated_values_of_every_subset_and_zeros_where_none(spark):
+    """More duplicated values than the sample holds, spread over subsets so that the overall top
+    values come from several subsets' tops; subset c has none; sample ids repeat across subsets."""
+    rows = []
+    for value in range(30):  # subset a: hash 100+v held 2 + v % 4 times; b: hash 500+v held 2 + v % 7 times
+        rows += [("a", 100 + value, value)] * (2 + value % 4)
+        rows += [("b", 500 + value, value)] * (2 + value % 7) if value < 12 else [("b", 900 + value, 10_000 + value)]
+    rows += [("c", 700 + n, 20_000 + n) for n in range(5)] + [("c", None, None)] * 3
+    df = spark.createDataFrame(rows, "subset string, hash bigint, sample_id bigint").repartition(3)
+    columns = (("subset", "string"), ("hash", "bigint"), ("sample_id", "bigint"))
+    rules = (RuleSpec("by_subset_and_hash", "duplicates", "warn", {"columns": ["subset", "hash"]}),
+             RuleSpec("by_sample_id", "duplicates", "warn", {"columns": ["sample_id"]}))
+    found = by_rule([dataclasses.asdict(r) for r in Validator().validate(contract("dups", columns, rules), df)])
+
+    for rule, names in (("by_subset_and_hash", ("subset", "hash")), ("by_sample_id", ("sample_id",))):
+        def key(row):
+            return tuple(row[("subset", "hash", "sample_id").index(name)] for name in names)
+
+        counts = Counter(key(r) for r in rows if None not in key(r))
+        duplicated = {k: n for k, n in counts.items() if n > 1}
+        top = sorted(duplicated.items(), key=lambda item: (-item[1], *item[0]))[:20]
+        details = found[rule]["details"]
+        assert (details["duplicated_values"], details["rows_involved"]) == (len(duplicated), sum(duplicated.values()))
+        assert found[rule]["unexpected_count"] == len(duplicated) and len(duplicated) > 20
+        assert [(*(v[name] for name in names), v["rows"]) for v in details["values"]] == [(*k, n) for k, n in top], rule
+        within = {s: [n for n in Counter(key(r) for r in rows if r[0] == s and None not in key(r)).values() if n > 1]
+                  for s in "abc"}
+        assert details["per_subset"] == {s: {"duplicated_values": len(within[s]), "rows_involved": sum(within[s])}
+                                         for s in "abc"}, rule
+        assert details["per_subset"]["c"] == {"duplicated_values": 0, "rows_involved": 0}
+    top_subsets = {v["subset"] for v in found["by_subset_and_hash"]["details"]["values"]}
+    assert top_subsets == {"a", "b"}, "the overall top values should come from two subsets' tops"

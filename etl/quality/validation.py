@@ -76,8 +76,9 @@ class Validator:
         expectations = [self._expectation(contract, rule) for rule in rules]
         counted = [(rule, e) for rule, e in zip(rules, expectations) if e is not None and _counted(rule, e)]
         completeness = any(rule.kind == "completeness" for rule in rules)
-        figures = _aggregate(df, counted, self._expected if completeness else {})
-        per_subset = SUBSET_COLUMN in contract.column_names
+        duplicates = any(rule.kind == "duplicates" for rule in rules)
+        figures = _aggregate(df, counted, self._expected if completeness else {},
+                             subsets=duplicates and SUBSET_COLUMN in contract.column_names)
         results = []
         for rule, expectation in zip(rules, expectations):
             name = QUERY_EXPECTATION if expectation is None else type(expectation).__name__
@@ -86,7 +87,7 @@ class Validator:
             elif rule.id == SCHEMA_COLUMNS or "contract_type" in rule.params:
                 results.append(_result(contract.table, rule, name, _schema_outcome(rule, df)))
             elif rule.kind == "duplicates":
-                results.append(_result(contract.table, rule, name, _duplicates_outcome(df, rule, per_subset)))
+                results.append(_result(contract.table, rule, name, _duplicates_outcome(df, rule, figures.subsets)))
             elif rule.kind == "sql":
                 results.append(_result(contract.table, rule, name, _query_outcome(df, rule, f"dq_batch_{contract.table}")))
             elif rule.id in figures.outcomes:
@@ -151,6 +152,7 @@ class Figures:
     outcomes: dict[str, Outcome]
     completeness: Optional[dict[str, tuple[int, int]]] = None
     error: Optional[str] = None
+    subsets: Optional[list[str]] = None  # the subsets the table holds, when asked for
 
 
 def _counted(rule: RuleSpec, expectation) -> bool:
@@ -190,9 +192,10 @@ def _unexpected(rule: RuleSpec, expectation):
 
 
 def _aggregate(df: DataFrame, counted: list[tuple[RuleSpec, Any]],
-               expected: Mapping[str, tuple[Optional[int], Optional[int]]]) -> Figures:
-    """Every counted rule's figures and every expected subset's rows and parts in one aggregate
-    query, then a sample of each rule's unexpected values in one more when any rule found some."""
+               expected: Mapping[str, tuple[Optional[int], Optional[int]]], subsets: bool = False) -> Figures:
+    """Every counted rule's figures, every expected subset's rows and parts and (`subsets`) the
+    names of the subsets the table holds in one aggregate query, then a sample of each rule's
+    unexpected values in one more when any rule found some."""
     from pyspark.sql import functions as F
 
     present = set(df.columns)
@@ -220,6 +223,9 @@ def _aggregate(df: DataFrame, counted: list[tuple[RuleSpec, Any]],
             # per subset would make Spark copy every row once per subset.
             aggregates += [F.sum(F.when(subset == name, 1).otherwise(0)).alias(f"subset_rows_{index}"),
                            F.size(F.collect_set(F.when(subset == name, F.col(PART_COLUMN)))).alias(f"subset_parts_{index}")]
+    subsets = subsets and SUBSET_COLUMN in present
+    if subsets:
+        aggregates.append(F.sort_array(F.collect_set(SUBSET_COLUMN)).alias("subsets"))
     if len(aggregates) == 1:  # nothing to count: the table's schema rules need no query
         return Figures(outcomes, {} if lineage else None)
     row = df.agg(*aggregates).collect()[0].asDict()
@@ -230,7 +236,8 @@ def _aggregate(df: DataFrame, counted: list[tuple[RuleSpec, Any]],
     completeness = {name: (int(row[f"subset_rows_{i}"] or 0), int(row[f"subset_parts_{i}"] or 0))
                     for i, name in enumerate(sorted(expected))} if lineage else None
     return Figures(outcomes, completeness,
-                   None if lineage else f"the table has no {SUBSET_COLUMN} and {PART_COLUMN} columns")
+                   None if lineage else f"the table has no {SUBSET_COLUMN} and {PART_COLUMN} columns",
+                   list(row["subsets"]) if subsets else None)
 
 
 def _not_in_table(columns: list[str], present) -> Optional[str]:
@@ -330,57 +337,61 @@ def _schema_outcome(rule: RuleSpec, df: DataFrame) -> Outcome:
     return Outcome(success=observed == rule.params["type_"], observed=observed)
 
 
-def _duplicates_outcome(df: DataFrame, rule: RuleSpec, per_subset: bool) -> Outcome:
-    """Values of the rule's columns held by more than one row (null keys aside), in one query: the
-    totals, each subset's figures (`per_subset`, how OpenDataLab reports LAION's duplicates) and
-    the SAMPLE_SIZE most duplicated values, as rows told apart by `kind`."""
+def _duplicates_outcome(df: DataFrame, rule: RuleSpec, subsets: Optional[list[str]]) -> Outcome:
+    """Values of the rule's columns held by more than one row (null keys aside): the totals, the
+    SAMPLE_SIZE most duplicated values and, given the table's `subsets`, each subset's figures
+    (how OpenDataLab reports LAION's duplicates; a subset with none reports zeros).
+
+    The keys are aggregated once: the totals (and a key subset's figures) ride along the
+    duplicated values as window figures, and only the top ones come back. A union of one branch
+    per figure, as before, aggregated all the keys once per branch on both engines (JVM Spark
+    reuses the shuffle, not the aggregation; Sail neither): 5.5 s for LAION's sample_id rule at
+    10M rows on Sail, 1.8 s this way. Where the subset is not a key column, its figures (values
+    duplicated within one subset) take one more query, only when there are duplicates at all.
+    """
     from pyspark.sql import functions as F
 
     columns = rule.params["columns"]
     error = _not_in_table(columns, df.columns)
     if error:
         return Outcome(success=False, error=error)
-    types = dict(df.dtypes)
-    groups = columns if not per_subset or SUBSET_COLUMN in columns else [SUBSET_COLUMN, *columns]
     keyed = df.where(" and ".join(f"{c} is not null" for c in columns))
-    counted = keyed.groupBy(*groups).agg(F.count(F.lit(1)).alias("n"))
-    duplicated = (counted.groupBy(*columns).agg(F.sum("n").alias("row_count")) if groups != columns
-                  else counted.withColumnRenamed("n", "row_count")).where("row_count > 1")
-
-    def shaped(frame: DataFrame, kind: str, keys: bool = False, subset=None, values=None, rows=None) -> DataFrame:
-        no_count = F.lit(None).cast("bigint")
-        return frame.select(F.lit(kind).alias("kind"),
-                            *[(F.col(c) if keys else F.lit(None).cast(types[c])).alias(c) for c in columns],
-                            (F.col("row_count") if keys else no_count).alias("row_count"),
-                            (subset if subset is not None else F.lit(None).cast("string")).alias("figures_subset"),
-                            (values if values is not None else no_count).alias("duplicated_values"),
-                            (rows if rows is not None else no_count).alias("rows_involved"))
-
-    top = duplicated.orderBy(F.col("row_count").desc(), *columns).limit(SAMPLE_SIZE)
-    totals = duplicated.agg(F.count(F.lit(1)).alias("values_"), F.sum("row_count").alias("rows_"))
-    parts = [shaped(top, "value", keys=True),
-             shaped(totals, "total", values=F.col("values_"), rows=F.col("rows_"))]
-    if per_subset:
-        is_duplicated = F.col("n") > 1
-        subsets = counted.where(F.col(SUBSET_COLUMN).isNotNull()).groupBy(SUBSET_COLUMN).agg(
-            F.sum(F.when(is_duplicated, 1).otherwise(0)).alias("values_"),
-            F.sum(F.when(is_duplicated, F.col("n")).otherwise(0)).alias("rows_"))
-        parts.append(shaped(subsets, "subset", subset=F.col(SUBSET_COLUMN), values=F.col("values_"),
-                            rows=F.col("rows_")))
-    rows = reduce(DataFrame.unionAll, parts).collect()
-    values = sorted((r for r in rows if r["kind"] == "value"), key=lambda r: (-r["row_count"], *(r[c] for c in columns)))
-    total = next(r for r in rows if r["kind"] == "total")
-    bad = int(total["duplicated_values"])
-    details: dict = {"duplicated_values": bad, "rows_involved": int(total["rows_involved"] or 0)}
+    duplicated = keyed.groupBy(*columns).agg(F.count(F.lit(1)).alias("row_count")).where("row_count > 1")
+    figures = [F.expr("count(1) over ()").alias("duplicated_values"), F.expr("sum(row_count) over ()").alias("rows_involved")]
+    ranking = [F.col("row_count").desc(), *columns]
+    subset_is_key = subsets is not None and SUBSET_COLUMN in columns
+    if subset_is_key:
+        # Each subset's top values hold the overall top ones; every subset comes with its figures.
+        order = ", ".join(["row_count desc", *columns])
+        figures += [F.expr(f"count(1) over (partition by {SUBSET_COLUMN})").alias("subset_values"),
+                    F.expr(f"sum(row_count) over (partition by {SUBSET_COLUMN})").alias("subset_rows"),
+                    F.expr(f"row_number() over (partition by {SUBSET_COLUMN} order by {order})").alias("subset_rank")]
+        rows = duplicated.select(*columns, "row_count", *figures).where(f"subset_rank <= {SAMPLE_SIZE}").collect()
+    else:
+        rows = duplicated.select(*columns, "row_count", *figures).orderBy(*ranking).limit(SAMPLE_SIZE).collect()
+    values = sorted(rows, key=lambda r: (-r["row_count"], *(r[c] for c in columns)))[:SAMPLE_SIZE]
+    bad = int(rows[0]["duplicated_values"]) if rows else 0
+    details: dict = {"duplicated_values": bad, "rows_involved": int(rows[0]["rows_involved"]) if rows else 0}
     # Per-subset figures come with the duplicated values: a table with none reports none.
-    if per_subset and bad:
-        details["per_subset"] = {r["figures_subset"]: {"duplicated_values": int(r["duplicated_values"]),
-                                                      "rows_involved": int(r["rows_involved"])}
-                                 for r in sorted((r for r in rows if r["kind"] == "subset"),
-                                                 key=lambda r: r["figures_subset"])}
+    if subsets is not None and bad:
+        found = ({r[SUBSET_COLUMN]: (r["subset_values"], r["subset_rows"]) for r in rows} if subset_is_key
+                 else _duplicated_within_subsets(keyed, duplicated, columns))
+        details["per_subset"] = {name: {"duplicated_values": int(found.get(name, (0, 0))[0]),
+                                        "rows_involved": int(found.get(name, (0, 0))[1])} for name in subsets}
     details["values"] = [{**{c: r[c] for c in columns}, "rows": int(r["row_count"])} for r in values]
     return Outcome(success=bad <= int(rule.params.get("max_unexpected", 0)), observed=bad, unexpected_count=bad,
                    sample=[_key(r, columns) for r in values], details=details)
+
+
+def _duplicated_within_subsets(keyed: DataFrame, duplicated: DataFrame, columns: list[str]) -> dict[str, tuple[int, int]]:
+    """Subset -> (values held by more than one of its rows, rows holding them), from the rows of
+    values duplicated overall (a value duplicated within a subset is duplicated overall)."""
+    from pyspark.sql import functions as F
+
+    within = (keyed.join(duplicated.select(*columns), columns, "left_semi").where(F.col(SUBSET_COLUMN).isNotNull())
+              .groupBy(SUBSET_COLUMN, *columns).agg(F.count(F.lit(1)).alias("n")).where("n > 1")
+              .groupBy(SUBSET_COLUMN).agg(F.count(F.lit(1)).alias("values_"), F.sum("n").alias("rows_")))
+    return {r[SUBSET_COLUMN]: (r["values_"], r["rows_"]) for r in within.collect()}
 
 
 # Rules counted here from a query's rows, reported as the GX class they ran as before: rows a query returns.
