@@ -12,8 +12,9 @@ Letting GX evaluate the rules cost a table dozens of scans: one `batch.validate`
 with GX's own formulas (what counts, the percentages, `mostly`, empty tables): schema rules from
 the DataFrame's schema (no scan); every not-null, between, in-set, pair-equal, coverage and
 completeness figure in ONE aggregate query; a sample of unexpected values in one more, only when
-some rule found any; one query per `duplicates` rule (totals, per-subset figures and the most
-duplicated values as rows) and per `sql` rule. GX still builds each `expect` and `coverage` rule
+some rule found any; one query per `duplicates` rule (its keys aggregated once, the totals and
+per-subset figures riding along the most duplicated values; one more for the per-subset figures
+of a rule whose keys lack the subset) and per `sql` rule. GX still builds each `expect` and `coverage` rule
 (checking its arguments) and evaluates the ones with a class or an argument not counted here.
 The results are plain `RuleResult`s: severity decides what they mean, not GX.
 """
