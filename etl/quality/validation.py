@@ -347,7 +347,7 @@ def _duplicates_outcome(df: DataFrame, rule: RuleSpec, subsets: Optional[list[st
     duplicated values as window figures, and only the top ones come back. A union of one branch
     per figure, as before, aggregated all the keys once per branch on both engines (JVM Spark
     reuses the shuffle, not the aggregation; Sail neither): 5.5 s for LAION's sample_id rule at
-    10M rows on Sail, 1.8 s this way. Where the subset is not a key column, its figures (values
+    10M rows on Sail, 1.9 s this way. Where the subset is not a key column, its figures (values
     duplicated within one subset) take one more query, only when there are duplicates at all.
     """
     from pyspark.sql import functions as F
