@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from etl.engine.sail_server import SailServerProcess, process_cpu_seconds
+from etl.engine.sail_server import SailServerProcess, process_cpu_seconds, process_stat
 from etl.engine.stall_watchdog import EngineStalled, StallWatchdog
 from helpers import REPO, committed, demo_config, has_data_files, runs
 
@@ -84,9 +84,9 @@ def test_a_frozen_server_fails_the_waiting_query_within_the_stall_limit():
 
 
 def process_state(pid: int) -> str:
-    """The one-letter state of /proc/<pid>/stat: R running, S sleeping, T stopped, Z zombie."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0]
+    """The process's one-letter state: R running, S sleeping, T stopped, Z zombie ("gone" once reaped)."""
+    fields = process_stat(pid)
+    return "gone" if fields is None else fields[0]
 
 
 def await_process_state(pid: int, state: str, timeout: float = 10.0) -> None:

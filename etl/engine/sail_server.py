@@ -143,14 +143,21 @@ def local_server_retry_policy():
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_seconds(pid: int) -> Optional[float]:
+def process_stat(pid: int) -> Optional[list[str]]:
+    """The fields of /proc/<pid>/stat after the command name (state first, utime 12th); None where
+    that cannot be read. The name may hold spaces and parentheses, so the split is at the last ')'."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+            return stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    # After the command name: state is field 3, utime and stime are fields 14 and 15 (1-based).
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int) -> Optional[float]:
+    """CPU time the process has used so far (user + system); None where /proc cannot tell."""
+    fields = process_stat(pid)
+    # stat's fields 14 and 15 (1-based): utime and stime, in clock ticks.
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def main() -> None:
