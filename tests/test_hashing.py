@@ -115,6 +115,18 @@ def test_every_boundary_between_url_and_text():
     assert laion_hashes(urls, texts).tolist() == [reference(u, t) for u, t in pairs]
 
 
+def test_words_at_the_very_end_of_the_buffers():
+    """A one-row array: the row's last word ends its data buffer, where the kernel cannot load a
+    whole 8-byte word past the value and masks; the same rows followed by another take the
+    masked-load path."""
+    for url_length in range(0, 21):
+        for text_length in range(0, 21):
+            url, text = "u" * url_length, "t" * text_length
+            assert laion_hashes([url], [text]).tolist() == [reference(url, text)], (url_length, text_length)
+            assert laion_hashes([url, "next"], [text, "row"]).tolist() == [reference(url, text),
+                                                                           reference("next", "row")]
+
+
 def test_tail_lengths_and_long_strings():
     pairs = [("x" * n, None) for n in range(0, 48)] + [(None, "y" * n) for n in range(0, 48)]
     pairs += [("h" * 100_000 + str(n), "t" * n) for n in range(16)]
