@@ -347,8 +347,10 @@ def _duplicates_outcome(df: DataFrame, rule: RuleSpec, subsets: Optional[list[st
     duplicated values as window figures, and only the top ones come back. A union of one branch
     per figure, as before, aggregated all the keys once per branch on both engines (JVM Spark
     reuses the shuffle, not the aggregation; Sail neither): 5.5 s for LAION's sample_id rule at
-    10M rows on Sail, 1.9 s this way. Where the subset is not a key column, its figures (values
-    duplicated within one subset) take one more query, only when there are duplicates at all.
+    10M rows on Sail, 1.9 s this way. Where the subset is not a key column, the aggregation also
+    counts each value's rows per subset, whose figures (values duplicated within one subset) are
+    windows too: a second query for them, a semi-join to the duplicated values, aggregated the
+    keys again (1.0-1.3 s more at 10M rows on Sail).
     """
     from pyspark.sql import functions as F
 
@@ -357,10 +359,17 @@ def _duplicates_outcome(df: DataFrame, rule: RuleSpec, subsets: Optional[list[st
     if error:
         return Outcome(success=False, error=error)
     keyed = df.where(" and ".join(f"{c} is not null" for c in columns))
-    duplicated = keyed.groupBy(*columns).agg(F.count(F.lit(1)).alias("row_count")).where("row_count > 1")
-    figures = [F.expr("count(1) over ()").alias("duplicated_values"), F.expr("sum(row_count) over ()").alias("rows_involved")]
-    ranking = [F.col("row_count").desc(), *columns]
     subset_is_key = subsets is not None and SUBSET_COLUMN in columns
+    # Where the subset is not a key, each value's rows are also counted per subset (LAION has
+    # three), so one aggregation gives the values duplicated within a subset as well.
+    within = [] if subset_is_key or subsets is None else list(enumerate(subsets))
+    per_subset = [F.count(F.when(F.col(SUBSET_COLUMN) == name, 1)).alias(f"in_subset_{i}") for i, name in within]
+    duplicated = keyed.groupBy(*columns).agg(F.count(F.lit(1)).alias("row_count"), *per_subset).where("row_count > 1")
+    figures = [F.expr("count(1) over ()").alias("duplicated_values"), F.expr("sum(row_count) over ()").alias("rows_involved")]
+    for i, _ in within:
+        figures += [F.expr(f"count(case when in_subset_{i} > 1 then 1 end) over ()").alias(f"subset_values_{i}"),
+                    F.expr(f"sum(case when in_subset_{i} > 1 then in_subset_{i} else 0 end) over ()").alias(f"subset_rows_{i}")]
+    ranking = [F.col("row_count").desc(), *columns]
     if subset_is_key:
         # Each subset's top values hold the overall top ones; every subset comes with its figures.
         order = ", ".join(["row_count desc", *columns])
@@ -376,23 +385,12 @@ def _duplicates_outcome(df: DataFrame, rule: RuleSpec, subsets: Optional[list[st
     # Per-subset figures come with the duplicated values: a table with none reports none.
     if subsets is not None and bad:
         found = ({r[SUBSET_COLUMN]: (r["subset_values"], r["subset_rows"]) for r in rows} if subset_is_key
-                 else _duplicated_within_subsets(keyed, duplicated, columns))
+                 else {name: (rows[0][f"subset_values_{i}"], rows[0][f"subset_rows_{i}"]) for i, name in within})
         details["per_subset"] = {name: {"duplicated_values": int(found.get(name, (0, 0))[0]),
                                         "rows_involved": int(found.get(name, (0, 0))[1])} for name in subsets}
     details["values"] = [{**{c: r[c] for c in columns}, "rows": int(r["row_count"])} for r in values]
     return Outcome(success=bad <= int(rule.params.get("max_unexpected", 0)), observed=bad, unexpected_count=bad,
                    sample=[_key(r, columns) for r in values], details=details)
-
-
-def _duplicated_within_subsets(keyed: DataFrame, duplicated: DataFrame, columns: list[str]) -> dict[str, tuple[int, int]]:
-    """Subset -> (values held by more than one of its rows, rows holding them), from the rows of
-    values duplicated overall (a value duplicated within a subset is duplicated overall)."""
-    from pyspark.sql import functions as F
-
-    within = (keyed.join(duplicated.select(*columns), columns, "left_semi").where(F.col(SUBSET_COLUMN).isNotNull())
-              .groupBy(SUBSET_COLUMN, *columns).agg(F.count(F.lit(1)).alias("n")).where("n > 1")
-              .groupBy(SUBSET_COLUMN).agg(F.count(F.lit(1)).alias("values_"), F.sum("n").alias("rows_")))
-    return {r[SUBSET_COLUMN]: (r["values_"], r["rows_"]) for r in within.collect()}
 
 
 # Rules counted here from a query's rows, reported as the GX class they ran as before: rows a query returns.
