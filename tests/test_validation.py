@@ -22,7 +22,7 @@ import pytest
 from etl.engine.session import open_session
 from etl.project.config import parse_config
 from etl.project.contracts import Contract, ContractColumn, RuleSpec
-from etl.quality.validation import Validator
+from etl.quality.validation import Validator, histograms
 
 PINNED = Path(__file__).parent / "validation_pinned.json"
 
@@ -207,3 +207,29 @@ def test_duplicates_report_the_most_duplicated_values_of_every_subset_and_zeros_
         assert details["per_subset"]["c"] == {"duplicated_values": 0, "rows_involved": 0}
     top_subsets = {v["subset"] for v in found["by_subset_and_hash"]["details"]["values"]}
     assert top_subsets == {"a", "b"}, "the overall top values should come from two subsets' tops"
+
+
+def test_histograms_count_each_value_in_its_bin_edges_and_outliers_included(spark):
+    """Values on every bin edge (as low + i * width gives them), between edges, below and above
+    the range (clamped into the edge bins) and nulls, against plain Python over the same edges."""
+    low, high, bins = 0.0, 0.6, 24
+    width = (high - low) / bins
+    edges = [low + i * width for i in range(bins + 1)]
+    values = edges + [e + width / 3 for e in edges[:-1]] + [-5.0, -0.0, 0.6, 0.7, 1e9] + [None] * 4
+    df = spark.createDataFrame([(v, None if v is None else float(v) * 10) for v in values], "x double, y double")
+    found = {h.column: h for h in histograms(df, {"x": (low, high, bins), "y": (0.0, 10.0, 20)})}
+
+    def expected(column_values, low, high, bins):
+        width = (high - low) / bins
+        counts = [0] * bins
+        for v in column_values:
+            if v is not None:
+                clamped = min(max(v, low), high)
+                counts[next(i for i in range(bins) if low + i * width <= clamped and
+                            (clamped < low + (i + 1) * width or (i == bins - 1 and clamped <= low + bins * width)))] += 1
+        return tuple(counts)
+
+    assert found["x"].counts == expected(values, low, high, bins) and found["x"].nulls == 4
+    y_values = [None if v is None else float(v) * 10 for v in values]
+    assert found["y"].counts == expected(y_values, 0.0, 10.0, 20) and found["y"].nulls == 4
+    assert sum(found["x"].counts) == len(values) - 4 and found["x"].counts[0] >= 4
