@@ -203,6 +203,19 @@ def test_pandas_udf_body_on_object_series():
     assert result.tolist() == [reference(u, t) for u, t in pairs]
 
 
+@pytest.mark.parametrize("dtype", ["string[pyarrow]", "str"])
+def test_pandas_udf_body_on_arrow_backed_series(dtype):
+    """The Sail server hands the UDF Arrow-backed strings (pandas' infer_string), nulls as NaN or NA."""
+    pairs = random_pairs(1_000, seed=6) + ADVERSARIAL
+    with pd.option_context("future.infer_string", True):
+        urls = pd.Series([u for u, _ in pairs], dtype=dtype, index=range(5, 5 + len(pairs)))
+        texts = pd.Series([t for _, t in pairs], dtype=dtype, index=urls.index)
+        assert urls.isna().any() and texts.isna().any()
+        result = hashing._hash_series(urls, texts)
+    assert result.index.equals(urls.index)
+    assert result.tolist() == [reference(u, t) for u, t in pairs]
+
+
 def test_sql_function_and_map_in_arrow_on_sail_equal_reference(tmp_path):
     from etl.project.config import parse_config
     from etl.engine.session import open_session
@@ -218,3 +231,16 @@ def test_sql_function_and_map_in_arrow_on_sail_equal_reference(tmp_path):
             .select("id", "hash").collect()
     assert {r.id: r.hash for r in by_sql} == expected
     assert {r.id: r.hash for r in by_map} == expected
+
+
+def test_the_sail_server_gives_pandas_udfs_arrow_backed_strings(tmp_path):
+    """What makes the SQL laion_hash cheap on Sail: its string columns arrive Arrow-backed, not as objects."""
+    from pyspark.sql.functions import pandas_udf
+    from etl.project.config import parse_config
+    from etl.engine.session import open_session
+
+    config = parse_config({"warehouse": str(tmp_path), "sources": {"s": {"base": "b", "joined": "j"}}}, tmp_path)
+    with open_session(config) as spark:
+        dtype_of = pandas_udf(lambda values: pd.Series([str(values.dtype)] * len(values)), "string")
+        found = {r.dtype for r in spark.createDataFrame([("a",), (None,)], "s string").select(dtype_of("s").alias("dtype")).collect()}
+    assert found == {"str"}, found
