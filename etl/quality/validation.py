@@ -195,50 +195,62 @@ def _unexpected(rule: RuleSpec, expectation):
 def _aggregate(df: DataFrame, counted: list[tuple[RuleSpec, Any]],
                expected: Mapping[str, tuple[Optional[int], Optional[int]]], subsets: bool = False) -> Figures:
     """Every counted rule's figures, every expected subset's rows and parts and (`subsets`) the
-    names of the subsets the table holds in one aggregate query, then a sample of each rule's
-    unexpected values in one more when any rule found some."""
+    names of the subsets the table holds, in one query, then a sample of each rule's unexpected
+    values in one more when any rule found some.
+
+    The query counts per lineage group (subset, part file) and the groups, a few per part file,
+    are added up here: every figure is a count or a sum, and a part file is a group of its own.
+    Sets of part names in one global aggregate, as before, made JVM Spark give up its compiled
+    hash aggregation for every figure of the query: at 10M rows, ods_laion_base 7.6-8.3 s that
+    way, 4.0-4.7 s this way (dms_laion_wide 9.2 -> 4.2-5.8 s); Sail's time is about the same.
+    """
     from pyspark.sql import functions as F
 
     present = set(df.columns)
     outcomes = {rule.id: Outcome(success=False, error=_not_in_table(_rule_columns(rule), present))
                 for rule, _ in counted if _not_in_table(_rule_columns(rule), present)}
     evaluated = [(rule, e) for rule, e in counted if rule.id not in outcomes]
-    aggregates = [F.count(F.lit(1)).alias("rows")]
+    # Over no rows a count is 0 and a sum null, as GX reports an empty table's figures.
+    counts, sums = {"rows": F.count(F.lit(1))}, {}
     for index, (rule, expectation) in enumerate(evaluated):
         if rule.kind == "coverage":
-            aggregates.append(F.count(rule.params["column"]).alias(f"nonnull_{index}"))
+            counts[f"nonnull_{index}"] = F.count(rule.params["column"])
             continue
         considered, unexpected = _unexpected(rule, expectation)
         if type(expectation).__name__ == "ExpectColumnPairValuesToBeEqual":
             # GX counts pairs (0 on an empty table) but sums single columns' flags (null on one).
-            aggregates += [F.count(F.when(considered, 1)).alias(f"considered_{index}"),
-                           F.count(F.when(unexpected, 1)).alias(f"unexpected_{index}")]
+            counts[f"considered_{index}"] = F.count(F.when(considered, 1))
+            counts[f"unexpected_{index}"] = F.count(F.when(unexpected, 1))
         else:
-            aggregates += [F.sum(F.when(considered, 0).otherwise(1)).alias(f"nulls_{index}"),
-                           F.sum(F.when(unexpected, 1).otherwise(0)).alias(f"unexpected_{index}")]
+            sums[f"nulls_{index}"] = F.sum(F.when(considered, 0).otherwise(1))
+            sums[f"unexpected_{index}"] = F.sum(F.when(unexpected, 1).otherwise(0))
     lineage = {SUBSET_COLUMN, PART_COLUMN} <= present
-    if lineage:
-        subset = F.col(SUBSET_COLUMN)
-        for index, name in enumerate(sorted(expected)):
-            # A subset holds a few part files, so a set of their names is small; count(distinct)
-            # per subset would make Spark copy every row once per subset.
-            aggregates += [F.sum(F.when(subset == name, 1).otherwise(0)).alias(f"subset_rows_{index}"),
-                           F.size(F.collect_set(F.when(subset == name, F.col(PART_COLUMN)))).alias(f"subset_parts_{index}")]
     subsets = subsets and SUBSET_COLUMN in present
-    if subsets:
-        aggregates.append(F.sort_array(F.collect_set(SUBSET_COLUMN)).alias("subsets"))
-    if len(aggregates) == 1:  # nothing to count: the table's schema rules need no query
+    if not evaluated and not (lineage and expected) and not subsets:  # schema rules alone need no query
         return Figures(outcomes, {} if lineage else None)
-    row = df.agg(*aggregates).collect()[0].asDict()
+    keys = [c for c in (SUBSET_COLUMN, PART_COLUMN) if c in present] if lineage or subsets else []
+    aggregates = [column.alias(name) for name, column in {**counts, **sums}.items()]
+    groups = [group.asDict() for group in df.groupBy(*keys).agg(*aggregates).collect()]
+    row = {name: sum(g[name] for g in groups) for name in counts}
+    row.update({name: _sum_of_known([g[name] for g in groups]) for name in sums})
     total = row["rows"]
     for index, (rule, expectation) in enumerate(evaluated):
         outcomes[rule.id] = _counted_outcome(rule, expectation, total, row, index)
     _add_samples(df, [(rule, e) for rule, e in evaluated if outcomes[rule.id].unexpected_count], outcomes)
-    completeness = {name: (int(row[f"subset_rows_{i}"] or 0), int(row[f"subset_parts_{i}"] or 0))
-                    for i, name in enumerate(sorted(expected))} if lineage else None
+    completeness = None
+    if lineage:
+        completeness = {name: (sum(g["rows"] for g in groups if g[SUBSET_COLUMN] == name),
+                               len({g[PART_COLUMN] for g in groups if g[SUBSET_COLUMN] == name} - {None}))
+                        for name in sorted(expected)}
+    held = sorted({g[SUBSET_COLUMN] for g in groups} - {None}) if subsets else None
     return Figures(outcomes, completeness,
-                   None if lineage else f"the table has no {SUBSET_COLUMN} and {PART_COLUMN} columns",
-                   list(row["subsets"]) if subsets else None)
+                   None if lineage else f"the table has no {SUBSET_COLUMN} and {PART_COLUMN} columns", held)
+
+
+def _sum_of_known(values: list) -> Optional[int]:
+    """The sum of the values that are not null; null when none is (a sum over no rows)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def _not_in_table(columns: list[str], present) -> Optional[str]:
