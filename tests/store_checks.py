@@ -134,6 +134,24 @@ def check_an_earlier_version_reads_as_it_was(spark, store, path):
     assert rows(spark, store, path) == [(3, "nolang three", "nolang"), (4, "en four", "en")]
 
 
+def check_file_statistics_are_kept_for_the_columns_that_are_not_text(spark, store, path):
+    """Delta keeps min, max and null counts of the numbers (id), none of the text (name); row
+    counts always. Parquet keeps no table log at all."""
+    write(spark, store, path, [(1, "en one", "en"), (5, "nolang five", "nolang")])
+    assert store.rows(spark, path) == 2
+    if store.format != "delta":
+        assert not (Path(path) / "_delta_log").exists()
+        return
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    table = DeltaTable(path)
+    assert table.metadata().configuration == {"delta.dataSkippingStatsColumns": "id"}
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    assert sorted(a["min.id"] for a in actions) == [1, 5] and sorted(a["num_records"] for a in actions) == [1, 1]
+    assert not [key for key in actions[0] if key.endswith(".name")], actions[0]
+
+
 CHECKS = [check for name, check in sorted(globals().items()) if name.startswith("check_")]
 
 
