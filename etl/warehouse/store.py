@@ -11,11 +11,12 @@ a replaceWhere predicate are appended instead of refused). Every commit carries 
 its `userMetadata`. Versions, history, row counts and restores go through delta-rs (Sail parses
 no `DESCRIBE HISTORY` or `RESTORE`), so they mean the same whatever engine wrote the table.
 
-A Delta table keeps file statistics (min, max, nulls) for its columns that are not text: the
-numbers a query filters or joins on (hash, sample_id, scores, sizes) let it skip files; URLs,
-captions and paths would not, and JVM Delta's string statistics cost a third of a 10M-row write
+A Delta table keeps file statistics (min, max, nulls) for its columns that are not text
 (`delta.dataSkippingStatsColumns`, set when a write replaces the whole table; row counts are
-always kept).
+always kept): the numbers a query filters or joins on (hash, sample_id, scores, sizes) let it
+skip files, URLs and captions would not, and Delta's guidance is to keep long strings out of
+the statistics. (It did not change the write time measurably: JVM, 10M rows of URL and TEXT,
+19.5 / 19.9 s with it, 19.4 / 19.1 s without, alternating in one session.)
 
 A Delta log that cannot be parsed (a commit file cut short) fails naming the table and the file,
 where delta-rs says only `Kernel error: Json error`; `set_aside` moves such a table out of the
