@@ -360,9 +360,9 @@ def _duplicates_outcome(df: DataFrame, rule: RuleSpec, subsets: Optional[list[st
     per figure, as before, aggregated all the keys once per branch on both engines (JVM Spark
     reuses the shuffle, not the aggregation; Sail neither): 5.5 s for LAION's sample_id rule at
     10M rows on Sail, 1.9 s this way. Where the subset is not a key column, the aggregation also
-    counts each value's rows per subset, whose figures (values duplicated within one subset) are
-    windows too: a second query for them, a semi-join to the duplicated values, aggregated the
-    keys again (1.0-1.3 s more at 10M rows on Sail).
+    counts each value's rows per subset, and the figures of values duplicated within one subset
+    are window figures too; a second query for them (a semi-join to the duplicated values, as
+    before) aggregated the keys again: 1.0-1.3 s more at 10M rows on Sail.
     """
     from pyspark.sql import functions as F
 
