@@ -177,3 +177,29 @@ def test_a_wrong_expected_row_is_reported_with_its_table_and_both_rows(spark, tm
     assert f"'width': {right['width']}, 'height': {right['height']}" in not_expected
     assert missing.startswith("ods_laion_base: 1 expected row(s) missing:")
     assert f"'width': {wrong['width']}, 'height': {wrong['height']}" in missing
+
+
+# `on a.x = b.x and a.y = b.y ...` up to the line that does not continue the condition.
+JOIN_CONDITION = re.compile(r"\bon\s+(\w+\.\w+\s*=\s*\w+\.\w+(?:\s+and\s+\w+\.\w+\s*=\s*\w+\.\w+)*)", re.I)
+EQUATED_COLUMN = re.compile(r"\w+\.(\w+)\s*=\s*\w+\.\w+")
+
+
+def keys_named_after_subset(sql: str) -> list[str]:
+    """The join conditions that name subset before hash: JVM Spark's sort-merge join sorts by its
+    keys in the written order, and subset first makes every comparison a full-row one (see the
+    SQL files' headers)."""
+    found = []
+    for condition in JOIN_CONDITION.findall(sql):
+        columns = EQUATED_COLUMN.findall(condition)
+        if "subset" in columns and "hash" in columns and columns.index("subset") < columns.index("hash"):
+            found.append(" ".join(condition.split()))
+    return found
+
+
+def test_joins_on_subset_and_hash_name_hash_first():
+    planted = "select * from a left join b\n    on a.subset = b.subset\n    and a.hash = b.hash\n"
+    assert keys_named_after_subset(planted) == ["a.subset = b.subset and a.hash = b.hash"]
+    assert keys_named_after_subset("select * from a left join b\n    on a.hash = b.hash\n    and a.subset = b.subset\n") == []
+
+    assert {name: keys_named_after_subset(path.read_text()) for name, path in SQL_FILES.items()} == \
+        {name: [] for name in SQL_FILES}
