@@ -26,7 +26,7 @@ from etl.project.config import Config
 from etl.project.project import Project
 from etl.quality.report import write_report
 from etl.quality.results import FAIL_VERDICT, CoveragePoint, RunQuality, TableQuality
-from etl.quality.validation import Validator, expected_totals, histograms
+from etl.quality.validation import Validator, expected_totals, histograms, preload_great_expectations
 from etl.redact import redact
 from etl.warehouse.lock import warehouse_lock
 from etl.warehouse.meta import (COVERAGE_RULES, COVERAGE_TABLE, INTERRUPTED, QUARANTINE, RunRecord, abandon_dead_runs,
@@ -59,6 +59,7 @@ def _now() -> str:
 
 
 def execute_build(config: Config, plan: BuildPlan, submitted: bool = False) -> RunOutcome:
+    preload_great_expectations()
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="build", started_at=_now(), engine=config.engine,
                        format=config.format, layers=",".join(plan.layers), subsets=",".join(plan.subset_names))
@@ -119,6 +120,7 @@ def _recorded_if_stopped(spark, project: Project, config: Config, record: RunRec
 
 def execute_dq(project: Project, config: Config, table_names: Optional[Sequence[str]] = None, submitted: bool = False) -> RunOutcome:
     """Validate the current versions of the tables (all present ones by default); nothing is rebuilt."""
+    preload_great_expectations()
     run_id = new_run_id()
     record = RunRecord(run_id=run_id, command="dq", started_at=_now(), engine=config.engine, format=config.format)
     tables = [t for t in project.tables if table_names is None or t.name in table_names]
