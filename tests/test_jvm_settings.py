@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from etl.engine.session import JVM_SQL_TUNING, apply_jvm_tuning, local_memory_settings
+from etl.engine.session import JVM_SQL_TUNING, PYSPARK_CLIENT_SETTINGS, apply_jvm_tuning, jvm_settings, local_memory_settings
+from etl.project.config import parse_config
 
 
 class LaunchedConf:
@@ -59,3 +60,13 @@ def test_tuning_fills_in_what_the_launch_did_not_give_and_keeps_what_it_did(capl
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("JVM Spark settings: ")]
     assert "spark.executor.memory=14g" in line and "spark.sql.autoBroadcastJoinThreshold=-1" in line
     assert "spark.sql.adaptive.enabled=true" in line and "spark.driver.memory" not in line  # not given, not made up
+
+
+def test_jvm_sessions_start_with_pysparks_call_site_recording_off_unless_the_config_says(tmp_path):
+    """Fixed when the SparkContext starts, so it rides in the builder's and spark-submit's settings."""
+    (key,) = PYSPARK_CLIENT_SETTINGS
+    config = parse_config({"warehouse": str(tmp_path), "sources": {"s": {"base": "b", "joined": "j"}}}, tmp_path)
+    assert jvm_settings(config)[key] == "false"
+    mine = parse_config({"warehouse": str(tmp_path), "sources": {"s": {"base": "b", "joined": "j"}},
+                         "spark": {"conf": {key: "true"}}}, tmp_path)
+    assert jvm_settings(mine)[key] == "true"

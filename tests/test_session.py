@@ -78,3 +78,15 @@ def test_a_reply_grpc_cannot_decode_is_asked_for_again_or_fails_the_query(tmp_pa
                 frame.count()
             assert frame.count() == 7  # the session goes on
         assert garbled, "no reply was garbled: the test proved nothing"
+
+
+
+def test_sail_sessions_turn_pysparks_call_site_recording_off(tmp_path):
+    """PySpark records the caller of every `functions` call (a stack walk and a failed IPython
+    import each time) unless the active session's setting says no: a build plans with thousands
+    of them. (The JVM's sessions get it when they start: tests/test_jvm_settings.py.)"""
+    from etl.engine.session import PYSPARK_CLIENT_SETTINGS
+
+    config = load_config(demo_config(tmp_path / "sources", tmp_path / "warehouse", tmp_path / "demo.yaml"))
+    with open_session(config) as spark:
+        assert {key: spark.conf.get(key, None) for key in PYSPARK_CLIENT_SETTINGS} == PYSPARK_CLIENT_SETTINGS
