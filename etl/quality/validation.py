@@ -22,7 +22,6 @@ The results are plain `RuleResult`s: severity decides what they mean, not GX.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any, Mapping, Optional
@@ -53,29 +52,6 @@ COUNTED_ARGUMENTS = {
     "ExpectColumnValuesToBeInSet": {"column", "value_set", "mostly"},
     "ExpectColumnPairValuesToBeEqual": {"column_A", "column_B", "ignore_row_if", "mostly"},
 }
-
-
-def preload_great_expectations() -> None:
-    """Import Great Expectations in a background thread, so a run's first checks need not wait for it.
-
-    GX takes 4-5 s to import on the bench machine, time a run otherwise spends before its first
-    table while its engine starts. The modules GX shares with the engine's client (pyspark,
-    grpc, protobuf) are imported first, in the calling thread, so the two threads never import
-    one module at once (an import cycle across threads can hand one of them a half-made module).
-    A Validator made later waits on the import lock for what is still loading; an import that
-    failed is raised there, where the run reports it.
-    """
-    import pyspark.sql  # noqa: F401  (see above)
-    import pyspark.sql.connect.session  # noqa: F401
-
-    threading.Thread(target=_import_great_expectations, name="import great_expectations", daemon=True).start()
-
-
-def _import_great_expectations() -> None:
-    try:
-        import great_expectations  # noqa: F401
-    except Exception:  # noqa: BLE001  the Validator's own import raises it again, where it is reported
-        pass
 
 
 class Validator:
