@@ -93,13 +93,15 @@ def check_register_names_the_current_table(spark, store, path):
 
 
 def check_append_and_upsert_row_keep_one_row_per_key(spark, store, path):
-    store.append(spark.createDataFrame([("a", 1), ("b", 1)], KEYED.ddl), path, RUN_ID)
-    store.append(spark.createDataFrame([("c", 1)], KEYED.ddl), path, RUN_ID)
+    store.append_rows(spark, path, KEYED, [("a", 1), ("b", 1)], RUN_ID)  # creates the table
+    store.append_rows(spark, path, KEYED, [("c", 1)], RUN_ID)
     store.upsert_row(spark, path, KEYED, ("b", 2), "id", RUN_ID)
     store.upsert_row(spark, path, KEYED, ("d", 1), "id", RUN_ID)
     expected = [{"id": "a", "count": 1}, {"id": "b", "count": 2}, {"id": "c", "count": 1}, {"id": "d", "count": 1}]
     assert sorted(store.read_rows(path, ["id", "count"]), key=lambda r: r["id"]) == expected
-    # Appends by the engine and upserts by delta-rs alike carry the run id (no history without versions).
+    # The engine reads what the store wrote, as the catalog's analysts do.
+    assert sorted(tuple(r) for r in store.read(spark, path).collect()) == [tuple(row.values()) for row in expected]
+    # Appends and upserts alike carry the run id (no history without versions).
     assert {commit.get("userMetadata") for commit in store.history(path)} == (
         set() if store.version(path) is None else {RUN_ID})
 

@@ -170,7 +170,7 @@ def read_meta_rows(config: Config, name: str, columns: list[str]) -> list[dict]:
 def _append(spark, project: Project, config: Config, name: str, rows: list[tuple], run_id: str) -> None:
     path = meta_path(config, name)
     store = table_store(config)
-    store.append(spark.createDataFrame(rows, project.meta_contracts[name].ddl), path, run_id)
+    store.append_rows(spark, path, project.meta_contracts[name], rows, run_id)
     store.register(spark, name, path, bool(project.meta_contracts[name].partition_by))
 
 
