@@ -3,9 +3,10 @@
 `laion_hash(url, text)` is the reference for one sample (mmh3 itself). Many samples are hashed
 by `laion_hash_arrow` over Arrow string arrays: MurmurHash3_x64_128 (first 64 bits, signed, seed
 0, exactly what `mmh3.hash64(...)[0]` returns) compiled with numba over the arrays' offset, data
-and validity buffers, so no Python object is made per row and the URL+TEXT concatenation is never
-materialised. Where numba cannot be imported the same function falls back to a loop over mmh3
-(correct, several times slower); `hash_backend()` says which one runs.
+and validity buffers, so no Python object is made per row and the URL+TEXT concatenations are not
+materialised as a column (one row's at a time, in a reused scratch buffer). Where numba cannot
+be imported the same function falls back to a loop over mmh3 (correct, several times slower);
+`hash_backend()` says which one runs.
 
 The engines call it through the pandas UDF registered as `laion_hash(url, text)` for SQL, and
 `laion_hash_batches` is the same hash for `mapInArrow`, which skips the pandas conversion.

@@ -1,4 +1,4 @@
-"""MurmurHash3_x64_128 compiled with numba, over pairs of Arrow string arrays read in place.
+"""MurmurHash3_x64_128 compiled with numba, over pairs of Arrow string arrays, no Python object per row.
 
 Austin Appleby's reference algorithm (public domain), seed 0; the first 64 bits as a signed
 int64, which is what `mmh3.hash64(key)[0]` returns. Row r hashes the bytes url[r] + text[r]

@@ -534,11 +534,11 @@ def histograms(df: DataFrame, specs: Mapping[str, tuple[float, float, int]]) -> 
                    f"{_double(low)}), {_double(high)}) end")
         estimate = (f"case when value is not null then least(greatest(cast(floor((value - {_double(low)}) / "
                     f"{_double(width)}) as int), 0), {bins - 1}) end")
-        edge = lambda index: f"({_double(low)} + cast({index} as double) * {_double(width)})"  # noqa: E731
         per_column.append(
             df.selectExpr(f"{clamped} as value").selectExpr("value", f"{estimate} as estimate")
-            .selectExpr(f"""case when value < {edge("estimate")} then estimate - 1
-                                 when estimate < {bins - 1} and value >= {edge("estimate + 1")} then estimate + 1
+            .selectExpr(f"""case when value < {_bin_edge(low, width, "estimate")} then estimate - 1
+                                 when estimate < {bins - 1} and value >= {_bin_edge(low, width, "estimate + 1")}
+                                 then estimate + 1
                                  else estimate end as bin""")
             .groupBy("bin").count().select(F.lit(number).alias("histogram"), "bin", "count"))
     counted = {(row["histogram"], row["bin"]): row["count"] for row in reduce(DataFrame.unionAll, per_column).collect()}
@@ -552,6 +552,11 @@ def histograms(df: DataFrame, specs: Mapping[str, tuple[float, float, int]]) -> 
             nulls=int(counted.get((number, None), 0)),
         ))
     return result
+
+
+def _bin_edge(low: float, width: float, index: str) -> str:
+    """SQL for the edge `low + index * width`, the double arithmetic that gives the report its edges."""
+    return f"({_double(low)} + cast({index} as double) * {_double(width)})"
 
 
 def _double(value: float) -> str:
