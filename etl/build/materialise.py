@@ -363,17 +363,22 @@ def _write_quarantine(spark, plan: BuildPlan, table: Table, written: WriteResult
     rejecting = _subsets_with_rejections(spark, plan, table, views, written, built)
     store = table_store(plan.config)
     path = meta_path(plan.config, QUARANTINE)
+    contract = plan.project.meta_contracts[QUARANTINE]
+    if not rejecting and not store.exists(path):
+        # The table's first version is made empty from its contract (every column nullable): a
+        # write of the rejected-rows query cut to no rows, as before, had the engine plan it over
+        # every source file just for its schema (1.3-1.8 s at 10M rows on Sail).
+        store.append_rows(spark, path, contract, [], run_id)
     if store.exists(path) and not rejecting:
         rows = store.read(spark, path).limit(0)  # the table's own schema: nothing of the sources is read
     else:
-        # Without a quarantine table yet, it takes its schema (nullability too) from the query that
+        # A table format that keeps no empty table (parquet) takes its schema from the query that
         # fills it, which the engine then plans from the footers and never runs (limit 0).
         rejected = reduce(DataFrame.unionByName, [view.rejected_rows(spark, rejecting or built) for view in views])
         rows = rejected.select(F.lit(run_id).alias("run_id"), "file_name", "source_path", "reason", "original_values",
                                F.lit(table.name).alias("ods_table"), "subset")
         if not rejecting:
             rows = rows.limit(0)
-    contract = plan.project.meta_contracts[QUARANTINE]
     replace = {"ods_table": [table.name], "subset": list(built)}
     quarantined = store.write(spark, rows, path, contract.partition_by, replace, run_id)
     store.register(spark, QUARANTINE, path, True)
