@@ -25,7 +25,8 @@ from etl.cli import main
 from etl.cluster.submit import job_script
 from etl.engine.artifacts import spark_home
 from etl.engine.jvm_packages import jvm_packages
-from etl.engine.session import DELTA_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS, QUIET_LOG_CONFIG, QUIET_SESSION_SETTINGS
+from etl.engine.session import (DELTA_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS, PYSPARK_CLIENT_SETTINGS, QUIET_LOG_CONFIG,
+                                QUIET_SESSION_SETTINGS)
 from etl.project.config import load_config
 from etl.project.project import load_project
 from helpers import (REPO, assert_same_rows, need_java, one_line, read_delta, run_in_own_group, runs,
@@ -260,7 +261,8 @@ def test_print_gives_the_spark_submit_line_for_conf_cluster_yaml(run_cli, tmp_pa
     assert found["--deploy-mode"] == "client"
     assert found["--packages"] == ",".join(jvm_packages("delta", False))
     quiet_driver = f"-Dlog4j2.configurationFile={REPO / 'etl' / 'engine' / QUIET_LOG_CONFIG}"
-    expected_conf = {**DELTA_SESSION_SETTINGS, **QUIET_SESSION_SETTINGS, DRIVER_JAVA_OPTIONS: quiet_driver,
+    expected_conf = {**DELTA_SESSION_SETTINGS, **QUIET_SESSION_SETTINGS, **PYSPARK_CLIENT_SETTINGS,
+                     DRIVER_JAVA_OPTIONS: quiet_driver,
                      "spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
                      **config.spark.conf}
     assert dict(entry.split("=", 1) for entry in conf) == expected_conf and len(conf) == len(expected_conf)

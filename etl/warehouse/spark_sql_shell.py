@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from etl.engine.jvm_packages import jvm_packages
-from etl.engine.session import jvm_settings
+from etl.engine.session import PYSPARK_CLIENT_SETTINGS, jvm_settings
 from etl.project.config import Config
 from etl.project.project import Project
 from etl.project.tables import DATABASE
@@ -43,7 +43,9 @@ def shell_command(config: Config, init_file: str) -> list[str]:
     packages = jvm_packages(config.format, config.uses_s3)
     if packages:
         command += ["--packages", ",".join(packages)]
-    for key, value in {**IN_MEMORY_CATALOG, **jvm_settings(config)}.items():
+    # The shell runs no Python, so PySpark's own settings have nothing to act on there.
+    settings = {key: value for key, value in jvm_settings(config).items() if key not in PYSPARK_CLIENT_SETTINGS}
+    for key, value in {**IN_MEMORY_CATALOG, **settings}.items():
         command += ["--conf", f"{key}={value}"]
     return command + ["-i", init_file]
 
