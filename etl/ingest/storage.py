@@ -78,6 +78,9 @@ class ParquetFooter:
     modified_ns: Optional[int] = None  # modification time, ns since the epoch, where the store keeps one
     # Digest of the footer (row groups, offsets, statistics) and size: equal only for copies of one file.
     fingerprint: str = ""
+    # What a Spark engine infers its schema from: the Parquet schema (physical and logical types)
+    # and the Spark schema a Spark writer left in the footer. Files with equal ones read as one schema.
+    spark_schema_source: str = ""
 
     @property
     def file_name(self) -> str:
@@ -92,7 +95,8 @@ def read_footer(path: str) -> ParquetFooter:
         metadata = pq.ParquetFile(handle).metadata
         return ParquetFooter(path=path, num_rows=metadata.num_rows, schema=metadata.schema.to_arrow_schema(),
                              constant_float_columns=_constant_float_columns(metadata), size=info.size,
-                             modified_ns=info.mtime_ns, fingerprint=_fingerprint(metadata, info.size))
+                             modified_ns=info.mtime_ns, fingerprint=_fingerprint(metadata, info.size),
+                             spark_schema_source=_spark_schema_source(metadata))
 
 
 def _fingerprint(metadata: pq.FileMetaData, size: int) -> str:
@@ -101,6 +105,17 @@ def _fingerprint(metadata: pq.FileMetaData, size: int) -> str:
     footer = io.BytesIO()
     metadata.write_metadata_file(footer)
     return hashlib.sha256(size.to_bytes(8, "little") + footer.getvalue()).hexdigest()
+
+
+# The key-value entry in which Spark's parquet writer stores the Spark schema; its reader prefers it.
+SPARK_SCHEMA_KEY = b"org.apache.spark.sql.parquet.row.metadata"
+
+
+def _spark_schema_source(metadata: pq.FileMetaData) -> str:
+    # The printed schema's first line names the Python object (its address), not the schema.
+    printed = str(metadata.schema).split("\n", 1)[-1]
+    stored = (metadata.metadata or {}).get(SPARK_SCHEMA_KEY, b"")
+    return printed + "\n" + stored.decode("utf-8", "replace")
 
 
 def file_stat(path: str) -> tuple[Optional[int], Optional[int]]:
