@@ -105,13 +105,13 @@ def invalid_utf8_refusal(spark, out: Path) -> dict:
     """Read a base file whose string column TEXT holds bytes that are not UTF-8 as the ODS does: the
     engine's error and the file error `explain_read_failure` makes of it (JVM Spark's reader takes
     such bytes unchecked, and the Java hash would hash them as replacement characters)."""
-    from etl.ingest.sources import SourceFile, explain_read_failure, read_source_file
+    from etl.ingest.sources import FamilyReader, SourceFile, explain_read_failure
     from etl.ingest.storage import read_footer
     from etl.project.project import load_project
 
     path = write_invalid_utf8_base_file(out / "invalid_utf8.parquet")
     source = SourceFile("base", "laion2B-en", read_footer(str(path)))
-    rows = read_source_file(spark, load_project().families["base"], source).selectExpr("laion_hash(url, text) as hash")
+    rows = FamilyReader(spark, load_project().families["base"]).read(source).selectExpr("laion_hash(url, text) as hash")
     try:
         return {"read": [row.hash for row in rows.collect()]}
     except Exception as exc:

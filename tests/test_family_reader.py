@@ -1,5 +1,6 @@
-"""JVM Spark infers a source file's schema with a job of its own; a file whose Parquet schema was
-read before is given the schema inferred then. The key is what Spark infers from, nothing else."""
+"""Reading a family's files one by one, what depends only on a file's schema is worked out once:
+the Spark schema JVM Spark infers with a job per file (keyed by what Spark infers from, nothing
+else) and the normalising expressions; the files' frames are unioned pairwise, rows in order."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from etl.ingest.sources import SourceFile, _load
+import etl.ingest.sources as sources
+from etl.engine.session import open_session
+from etl.ingest.sources import FamilyReader, SourceFile, _load, _union_all
 from etl.ingest.storage import SPARK_SCHEMA_KEY, read_footer
+from etl.project.config import load_config
 from etl.project.project import load_project
+from helpers import assert_same_rows, demo_config
 
 ROWS = {"SAMPLE_ID": [1, 2], "URL": ["u1", "u2"], "TEXT": ["t1", "t2"], "WIDTH": [10, 20]}
 
@@ -21,7 +27,7 @@ def write(path: Path, table: pa.Table, metadata: dict | None = None) -> SourceFi
     return SourceFile(family="base", subset="laion2B-en", footer=read_footer(str(path)))
 
 
-def sources(tmp_path: Path) -> dict[str, SourceFile]:
+def source_files(tmp_path: Path) -> dict[str, SourceFile]:
     plain = pa.table(ROWS)
     return {
         "first": write(tmp_path / "first.parquet", plain),
@@ -35,7 +41,7 @@ def sources(tmp_path: Path) -> dict[str, SourceFile]:
 
 
 def test_files_share_a_key_exactly_when_spark_would_infer_them_alike(tmp_path):
-    files = sources(tmp_path)
+    files = source_files(tmp_path)
     key = {name: source.footer.spark_schema_source for name, source in files.items()}
 
     assert key["alike"] == key["first"]  # other values, same schema
@@ -91,7 +97,7 @@ def read_in_order(session, files: dict[str, SourceFile], names: list[str], monke
 
 
 def test_the_jvm_is_given_the_schema_it_inferred_for_a_file_alike(tmp_path, monkeypatch):
-    files = sources(tmp_path)
+    files = source_files(tmp_path)
 
     reads = read_in_order(JvmSession(), files, ["first", "wider", "alike", "spark_written", "dictionary"],
                           monkeypatch)
@@ -102,8 +108,45 @@ def test_the_jvm_is_given_the_schema_it_inferred_for_a_file_alike(tmp_path, monk
 
 
 def test_a_spark_connect_session_is_never_given_a_schema(tmp_path, monkeypatch):
-    files = sources(tmp_path)
+    files = source_files(tmp_path)
 
     reads = read_in_order(ConnectSession(), files, ["first", "alike", "dictionary"], monkeypatch)
 
     assert reads == [("first.parquet", None), ("alike.parquet", None), ("dictionary.parquet", None)]
+
+
+@pytest.mark.parametrize("count", range(1, 10))
+def test_frames_are_unioned_pairwise_every_row_in_order(count):
+    class Rows(list):
+        def unionByName(self, other):
+            return Rows(self + other)
+
+    assert _union_all([Rows([index]) for index in range(count)]) == list(range(count))
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family_reader")
+    config = load_config(demo_config(root / "sources", root / "warehouse", root / "demo.yaml"))
+    with open_session(config) as session:
+        yield session
+
+
+def test_a_files_expressions_are_built_once_per_schema_and_read_it_as_its_own(spark, tmp_path, monkeypatch):
+    files = source_files(tmp_path)
+    names = ["first", "alike", "wider", "dictionary"]
+    family = load_project().families["base"]
+    alone = {name: FamilyReader(spark, family).read(files[name]).toArrow() for name in names}
+    built = []
+    normalised = sources._normalised
+    monkeypatch.setattr(sources, "_normalised", lambda by_lower, column: built.append(column.name) or normalised(by_lower, column))
+
+    reader = FamilyReader(spark, family)
+    together = {name: reader.read(files[name]).toArrow() for name in names}
+
+    # first, alike and dictionary (its values decoded) have one engine schema; wider another.
+    assert built == [column.name for column in family.columns] * 2
+    for name in names:
+        assert_same_rows(together[name], alone[name])
+    assert together["alike"].column("url").to_pylist() == ["other", "urls"]
+    assert together["alike"].column("file_name").to_pylist() == ["alike.parquet"] * 2
