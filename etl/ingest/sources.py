@@ -214,8 +214,8 @@ class FamilyReader:
     What depends only on a file's schema is worked out once per schema: the Spark schema (see
     `_load`) and the expressions that normalise its columns. On JVM Spark each expression is a
     few calls into the JVM: building them for every file took ~2.4 s of the 8.6 s it took to
-    bind the 45 base files of the bench's 10M rows (cProfile, 13,261 JVM calls), and LAION's
-    files of a family share one schema or a few.
+    bind the 45 base files of the bench's 10M rows (cProfile, 13,261 JVM calls), files that
+    come in 7 schemas.
     """
 
     def __init__(self, spark, family: Family) -> None:
