@@ -154,6 +154,23 @@ def check_file_statistics_are_kept_for_the_columns_that_are_not_text(spark, stor
     assert not [key for key in actions[0] if key.endswith(".name")], actions[0]
 
 
+def check_null_counts_stated_are_the_current_rows_nulls(spark, store, path):
+    """A store states a column's nulls only where its files say them (Delta: their Parquet
+    footers, the text columns too) and only for the current version: the files a partition
+    replace removed no longer count. Parquet states none."""
+    write(spark, store, path, [(1, None, "en"), (None, None, "en"), (3, "nolang three", "nolang")])
+    write(spark, store, path, [(None, "en four", "en"), (5, None, "en")], replace={"subset": ["en"]})
+    df = store.read(spark, path)
+    counted = {column: df.where(f"{column} is null").count() for column in ("id", "name")}
+    assert counted == {"id": 1, "name": 1}
+    stated = store.null_counts(path)
+    if store.format != "delta":
+        assert stated == {}
+        return
+    assert {column: stated[column] for column in counted} == counted, stated
+    assert "subset" not in stated  # a partition value is in no file's footer
+
+
 CHECKS = [check for name, check in sorted(globals().items()) if name.startswith("check_")]
 
 

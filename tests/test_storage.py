@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.ingest.storage import filesystem
+from etl.ingest.storage import filesystem, null_counts
 from etl.project.config import parse_config
 from etl.s3_settings import ENGINE_VARIABLES, S3Settings, applied_s3_settings
 
@@ -92,3 +92,17 @@ def test_a_process_without_a_config_reads_back_what_was_exported_for_it(no_s3_en
     settings = S3Settings.from_config(s3_config(endpoint=ENDPOINT, max_attempts=2, timeout_seconds=0.25))
 
     assert S3Settings.from_environment(settings.engine_environment()) == settings
+
+
+def test_a_footer_states_the_nulls_of_the_columns_it_keeps_statistics_for(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"url": ["a", None, None, "d"], "score": [None, 1.0, 2.0, 3.0],
+                      "pair": pa.array([{"x": 1}, None, {"x": None}, {"x": 2}])})
+    pq.write_table(table, tmp_path / "all.parquet", row_group_size=3)
+    assert null_counts(str(tmp_path / "all.parquet")) == {"url": 2, "score": 1}  # nested columns: unknown
+    pq.write_table(table, tmp_path / "some.parquet", row_group_size=3, write_statistics=["score"])
+    assert null_counts(str(tmp_path / "some.parquet")) == {"score": 1}
+    pq.write_table(table.slice(0, 0), tmp_path / "empty.parquet")
+    assert set(null_counts(str(tmp_path / "empty.parquet")).values()) <= {0}

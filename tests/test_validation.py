@@ -159,6 +159,20 @@ def test_figures_agree_with_plain_python(validated):
     assert completeness["off"] == ["a", "c"]
 
 
+def test_stated_null_counts_answer_the_not_null_rules_as_the_query_does(spark, validated):
+    ddl = ", ".join(f"{name} {kind}" for name, kind in WIDE_COLUMNS)
+    wide = spark.createDataFrame(wide_rows(), ddl).coalesce(1)
+    table = contract("wide", WIDE_COLUMNS, WIDE_RULES)
+    validator = Validator(previous_values=PREVIOUS, expected_totals=EXPECTED_TOTALS)
+    as_dicts = lambda results: [json.loads(json.dumps(dataclasses.asdict(r), default=str)) for r in results]
+    truth = {"url": 2, "score": 7}  # score has no not-null rule: its count is not used
+    assert as_dicts(validator.validate(table, wide, truth)) == validated["wide"]
+    assert as_dicts(validator.validate(table, wide.limit(0), {"url": 0})) == validated["wide_empty"]
+    # The figure is the stated one, not counted again (a wrong statement shows).
+    stated = by_rule(as_dicts(validator.validate(table, wide, {"url": 5})))["url_not_null"]
+    assert (stated["unexpected_count"], stated["unexpected_percent"]) == (5, 12.5)
+
+
 def test_a_broken_query_is_its_rules_error_and_other_classes_are_left_to_gx(spark):
     df = spark.createDataFrame(NARROW_ROWS, "id bigint, value double, name string, missing string").coalesce(1)
     rules = (RuleSpec("broken", "sql", "warn", {"query": "select * from laion.not_built join {batch}"}),

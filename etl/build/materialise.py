@@ -278,7 +278,7 @@ def _record_inputs(spark, plan: BuildPlan, table: Table, keys: tuple[str, ...], 
 def _validate(spark, plan: BuildPlan, table: Table, state: BuildState, version: Optional[int]) -> TableQuality:
     store = table_store(plan.config)
     current = store.read(spark, table.path(plan.config))
-    rules = state.validator.validate(table.contract, current)
+    rules = state.validator.validate(table.contract, current, store.null_counts(table.path(plan.config)))
     if table.name in state.refusals:
         rules.append(state.refusals[table.name])
     quality = TableQuality(

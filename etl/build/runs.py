@@ -168,7 +168,7 @@ def execute_dq(project: Project, config: Config, table_names: Optional[Sequence[
             quality.append(TableQuality(
                 table=table.name, layer=table.layer, version=store.version(path),
                 rows=store.rows(spark, path), published=True,
-                rules=validator.validate(table.contract, current),
+                rules=validator.validate(table.contract, current, store.null_counts(path)),
                 histograms=histograms(current, table.contract.histograms),
             ))
         return _finish(spark, project, config, record, quality, None)

@@ -99,6 +99,29 @@ def read_footer(path: str) -> ParquetFooter:
                              spark_schema_source=_spark_schema_source(metadata))
 
 
+def null_counts(path: str) -> dict[str, int]:
+    """Each top-level column's nulls in one parquet file, from its footer's row-group statistics;
+    a column some row group keeps no null count for is left out (its nulls are unknown)."""
+    fs, inner = filesystem(path)
+    with fs.open_input_file(inner) as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    if metadata.num_row_groups == 0:
+        return {name: 0 for name in metadata.schema.to_arrow_schema().names}
+    counts: dict[str, int] = {}
+    unknown: set[str] = set()
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            name = column.path_in_schema
+            statistics = column.statistics
+            if "." in name or statistics is None or not statistics.has_null_count:
+                unknown.add(name.split(".", 1)[0])
+                continue
+            counts[name] = counts.get(name, 0) + statistics.null_count
+    return {name: count for name, count in counts.items() if name not in unknown}
+
+
 def _fingerprint(metadata: pq.FileMetaData, size: int) -> str:
     # The serialised footer, not `to_dict()`: that decodes string statistics and raises on a
     # column holding bytes that are not UTF-8.
