@@ -316,9 +316,11 @@ def _add_samples(df: DataFrame, found: list[tuple[RuleSpec, Any]], outcomes: dic
 
     if not found:
         return
-    positioned = df.withColumn(POSITION, F.monotonically_increasing_id())
     types = dict(df.dtypes)
     sampled = sorted({c for rule, _ in found for c in _rule_columns(rule)})
+    # Only the sampled columns are read: Sail (0.7.2) reads every column under its row-position
+    # operator (ods_laion_joined's pair rule at 10M rows: 1.0 s that way, 0.1 s this way).
+    positioned = df.select(*sampled).withColumn(POSITION, F.monotonically_increasing_id())
     branches = []
     for index, (rule, expectation) in enumerate(found):
         own = _rule_columns(rule)
