@@ -191,12 +191,15 @@ def test_a_broken_query_is_its_rules_error_and_other_classes_are_left_to_gx(spar
 
 def test_duplicates_report_the_most_duplicated_values_of_every_subset_and_zeros_where_none(spark):
     """More duplicated values than the sample holds, spread over subsets so that the overall top
-    values come from several subsets' tops; subset c has none; sample ids repeat across subsets."""
+    values come from several subsets' tops; subset c has none; sample ids and hashes repeat across
+    subsets."""
     rows = []
     for value in range(30):  # subset a: hash 100+v held 2 + v % 4 times; b: hash 500+v held 2 + v % 7 times
         rows += [("a", 100 + value, value)] * (2 + value % 4)
         rows += [("b", 500 + value, value)] * (2 + value % 7) if value < 12 else [("b", 900 + value, 10_000 + value)]
     rows += [("c", 700 + n, 20_000 + n) for n in range(5)] + [("c", None, None)] * 3
+    # Hashes subset a duplicates, also held by b: once (not a duplicate there), twice (one there too).
+    rows += [("b", 100, 50_000)] + [("b", 101, 50_001)] * 2
     df = spark.createDataFrame(rows, "subset string, hash bigint, sample_id bigint").repartition(3)
     columns = (("subset", "string"), ("hash", "bigint"), ("sample_id", "bigint"))
     rules = (RuleSpec("by_subset_and_hash", "duplicates", "warn", {"columns": ["subset", "hash"]}),
