@@ -79,10 +79,10 @@ def crashing_checks(monkeypatch, table: str, crash) -> None:
 
     validate = Validator.validate
 
-    def planted(self, contract, df):
+    def planted(self, contract, df, *args, **kwargs):
         if contract.table == table:
             crash(df)
-        return validate(self, contract, df)
+        return validate(self, contract, df, *args, **kwargs)
 
     monkeypatch.setattr(Validator, "validate", planted)
 
