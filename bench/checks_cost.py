@@ -51,7 +51,7 @@ def main() -> None:
                     spark.sparkContext.setJobGroup(group, group)
                     before = executions.executionsCount()
                 started = time.perf_counter()
-                rules = validator.validate(table.contract, df)
+                rules = validator.validate(table.contract, df, store.null_counts(table.path(config)))
                 seconds.append(time.perf_counter() - started)
                 if tracker is not None:
                     time.sleep(2)  # Spark's listener bus records jobs and executions a moment after they end
