@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Mapping, Optional, Sequence
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -277,8 +278,10 @@ class DeltaStore(TableStore):
         table = self._table(path)
         if table.protocol().min_reader_version != 1:
             return {}
+        # delta-rs gives the files' URIs as the log holds them, percent-encoded ("wh%20space").
+        files = [unquote(uri) for uri in table.file_uris()]
         with ThreadPoolExecutor(FOOTER_READERS) as pool:
-            per_file = list(pool.map(null_counts, table.file_uris()))
+            per_file = list(pool.map(null_counts, files))
         if not per_file:
             return {}
         known = set.intersection(*(set(counts) for counts in per_file))
