@@ -97,19 +97,26 @@ def spark(tmp_path_factory):
         yield session
 
 
+def wide_frame(spark):
+    return spark.createDataFrame(wide_rows(), ", ".join(f"{name} {kind}" for name, kind in WIDE_COLUMNS)).coalesce(1)
+
+
+def as_json(results) -> list[dict]:
+    """RuleResults as JSON-shaped dicts, the form meta.dq_results stores them in."""
+    return [json.loads(json.dumps(dataclasses.asdict(r), default=str)) for r in results]
+
+
 @pytest.fixture(scope="module")
 def validated(spark) -> dict[str, list[dict]]:
-    """Case -> its RuleResults as JSON-shaped dicts, the form meta.dq_results stores them in."""
-    ddl = ", ".join(f"{name} {kind}" for name, kind in WIDE_COLUMNS)
-    wide = spark.createDataFrame(wide_rows(), ddl).coalesce(1)
+    """Case -> its RuleResults, as JSON."""
+    wide = wide_frame(spark)
     # Off the contract: id is an int, value and name are swapped, missing is absent, extra is not in it.
     narrow = spark.createDataFrame(NARROW_ROWS, "id int, value double, name string, extra string").coalesce(1)
     validator = Validator(previous_values=PREVIOUS, expected_totals=EXPECTED_TOTALS)
     cases = {"wide": validator.validate(contract("wide", WIDE_COLUMNS, WIDE_RULES), wide),
              "wide_empty": validator.validate(contract("wide", WIDE_COLUMNS, WIDE_RULES), wide.limit(0)),
              "narrow": validator.validate(contract("narrow", NARROW_COLUMNS, NARROW_RULES), narrow)}
-    return {case: [json.loads(json.dumps(dataclasses.asdict(r), default=str)) for r in results]
-            for case, results in cases.items()}
+    return {case: as_json(results) for case, results in cases.items()}
 
 
 def test_results_equal_the_per_rule_validators(validated):
@@ -160,16 +167,14 @@ def test_figures_agree_with_plain_python(validated):
 
 
 def test_stated_null_counts_answer_the_not_null_rules_as_the_query_does(spark, validated):
-    ddl = ", ".join(f"{name} {kind}" for name, kind in WIDE_COLUMNS)
-    wide = spark.createDataFrame(wide_rows(), ddl).coalesce(1)
+    wide = wide_frame(spark)
     table = contract("wide", WIDE_COLUMNS, WIDE_RULES)
     validator = Validator(previous_values=PREVIOUS, expected_totals=EXPECTED_TOTALS)
-    as_dicts = lambda results: [json.loads(json.dumps(dataclasses.asdict(r), default=str)) for r in results]
     truth = {"url": 2, "score": 7}  # score has no not-null rule: its count is not used
-    assert as_dicts(validator.validate(table, wide, truth)) == validated["wide"]
-    assert as_dicts(validator.validate(table, wide.limit(0), {"url": 0})) == validated["wide_empty"]
+    assert as_json(validator.validate(table, wide, truth)) == validated["wide"]
+    assert as_json(validator.validate(table, wide.limit(0), {"url": 0})) == validated["wide_empty"]
     # The figure is the stated one, not counted again (a wrong statement shows).
-    stated = by_rule(as_dicts(validator.validate(table, wide, {"url": 5})))["url_not_null"]
+    stated = by_rule(as_json(validator.validate(table, wide, {"url": 5})))["url_not_null"]
     assert (stated["unexpected_count"], stated["unexpected_percent"]) == (5, 12.5)
 
 
