@@ -381,7 +381,9 @@ def data_files(path: Path, fmt: str) -> list[str]:
     if fmt == "delta":
         from deltalake import DeltaTable
 
-        return [uri.removeprefix("file://") for uri in DeltaTable(str(path)).file_uris()]
+        from etl.warehouse.store import current_data_files
+
+        return [uri.removeprefix("file://") for uri in current_data_files(DeltaTable(str(path)))]
     return [str(p) for p in sorted(path.rglob("*.parquet"))]
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from etl.engine.session import JVM_SQL_TUNING, local_memory_settings, machine_memory_bytes
 from helpers import REPO, need_java
@@ -170,3 +173,12 @@ def test_bench_refuses_bad_arguments_before_any_work(tmp_path, args, message):
     done = run_bench(*args, "--data", str(tmp_path / "data"), timeout=60)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_the_fingerprinted_files_of_a_delta_table_in_a_folder_with_a_space_exist(tmp_path):
+    table = tmp_path / "bench out é" / "dms_laion_wide"
+    write_deltalake(str(table), pa.table({"hash": [1, 2, 3], "subset": ["en", "en", "multi"]}), partition_by=["subset"])
+
+    files = bench_module().data_files(table, "delta")
+
+    assert len(files) == 2 and all(os.path.isfile(f) for f in files), files

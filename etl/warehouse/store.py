@@ -278,10 +278,8 @@ class DeltaStore(TableStore):
         table = self._table(path)
         if table.protocol().min_reader_version != 1:
             return {}
-        # delta-rs gives the files' URIs as the log holds them, percent-encoded ("wh%20space").
-        files = [unquote(uri) for uri in table.file_uris()]
         with ThreadPoolExecutor(FOOTER_READERS) as pool:
-            per_file = list(pool.map(null_counts, files))
+            per_file = list(pool.map(null_counts, current_data_files(table)))
         if not per_file:
             return {}
         known = set.intersection(*(set(counts) for counts in per_file))
@@ -357,6 +355,12 @@ class DeltaRollback(Rollback):
 
 DELTA_LOG = "_delta_log"
 _COMMIT_FILE = re.compile(r"(\d{20})\.json\Z")
+
+
+def current_data_files(table) -> list[str]:
+    """The data files of a delta-rs `DeltaTable`'s current version, as URIs a reader opens: delta-rs
+    gives them as the log holds them, percent-encoded ("wh%20space")."""
+    return [unquote(uri) for uri in table.file_uris()]
 
 
 def unreadable_log_file(path: str) -> Optional[tuple[str, str]]:
