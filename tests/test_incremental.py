@@ -8,7 +8,9 @@ stay the same objects).
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +20,7 @@ from deltalake import DeltaTable
 
 from etl.cli import main
 from etl.project.project import load_project
-from helpers import assert_same_rows, read_delta, runs, table_dir, write_planted_config
+from helpers import assert_same_rows, read_delta, run_in_own_group, runs, table_dir, write_planted_config
 from planted import write_planted_sources
 
 TABLES = {t.name: t for t in load_project().tables}
@@ -79,6 +81,23 @@ def test_unchanged_inputs_rebuild_nothing(planted, capsys):
     assert main(["-q", "build", "--config", str(config), "--force"]) == 0
     assert versions(warehouse) == {name: version + 1 for name, version in before.items()}
     assert_equals_full_build(root, warehouse)
+
+
+def test_a_build_with_nothing_to_rebuild_never_imports_great_expectations(planted):
+    """Its 4-5 s import is for checks; a build that checks no table (an unchanged warehouse) skips it."""
+    root, warehouse = planted
+    config = write_planted_config(root, warehouse, name=warehouse.name)
+    probe = ("import sys; from etl.cli import main; code = main(['-q', 'build', '--config', sys.argv[1]]); "
+             "print(code, 'great_expectations' in sys.modules)")
+    unchanged = run_in_own_group([sys.executable, "-c", probe, str(config)], cwd=root, env=dict(os.environ),
+                                 timeout=300, what="a build with nothing to rebuild")
+    assert unchanged.returncode == 0, unchanged.stderr[-3000:]
+    assert "0 tables built (6 unchanged, skipped)" in unchanged.stdout
+    assert unchanged.stdout.splitlines()[-1] == "0 False", unchanged.stdout[-2000:]
+    # The probe sees the import where there are checks to run.
+    forced = run_in_own_group([sys.executable, "-c", probe.replace("'build',", "'build', '--force',"), str(config)],
+                              cwd=root, env=dict(os.environ), timeout=300, what="a forced build")
+    assert forced.stdout.splitlines()[-1] == "0 True", forced.stdout[-2000:] + forced.stderr[-3000:]
 
 
 def test_changed_part_file_rebuilds_only_its_subset_and_downstream(planted):

@@ -84,7 +84,7 @@ class BuildState:
     """What a build has done so far: kept up to date, so a failure can still be reported whole."""
 
     run_id: str
-    validator: Validator
+    validator: Optional[Validator]  # None when the plan rebuilds no table
     steps: list[StepResult] = field(default_factory=list)
     quality: list[TableQuality] = field(default_factory=list)
     published: dict[str, Optional[int]] = field(default_factory=dict)

@@ -49,6 +49,10 @@ class BuildPlan:
         return [self.views[name] for name in table.input_views if name in self.views]
 
     @property
+    def rebuilds_anything(self) -> bool:
+        return any(self.rebuild.values())
+
+    @property
     def read_files(self) -> list[SourceFile]:
         return [f for view in self.views.values() for f in view.read_files(None)]
 
