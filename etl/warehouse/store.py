@@ -237,17 +237,21 @@ class DeltaStore(TableStore):
                 "whole table once (a build without --subsets)")
 
     def exists(self, path: str) -> bool:
-        """A Delta log is at `path`; one that cannot be read raises BrokenTableError (delta-rs's own
-        check looks only for a commit file), so every command stops at its first look at the table."""
+        return self._table_if_any(path) is not None
+
+    def version(self, path: str) -> Optional[int]:
+        table = self._table_if_any(path)
+        return None if table is None else table.version()
+
+    def _table_if_any(self, path: str):
+        """The table at `path`, None where no Delta log is; one that cannot be read raises
+        BrokenTableError (delta-rs's own check looks only for a commit file), so every command
+        stops at its first look at the table."""
         from deltalake import DeltaTable
 
         if not DeltaTable.is_deltatable(path, storage_options=self._storage_options(path)):
-            return False
-        self._table(path)
-        return True
-
-    def version(self, path: str) -> Optional[int]:
-        return self._table(path).version() if self.exists(path) else None
+            return None
+        return self._table(path)
 
     def history(self, path: str, limit: Optional[int] = None) -> list[dict]:
         return self._table(path).history(limit)
