@@ -2,7 +2,8 @@
 
 Each JVM run is a subprocess (the engine is chosen once per process). Java must be present on CI.
 Delta is the format of every JVM run here; parquet, still supported, is tested once (the store
-checks). One warehouse written by both engines in turn is tests/test_engine_interop.py.
+checks). One warehouse written by both engines in turn is tests/test_engine_interop.py, which
+also exports with each engine and compares the shards.
 """
 
 from __future__ import annotations
@@ -129,21 +130,6 @@ def test_every_jvm_commit_carries_the_run_id(both_engines):
     (run_id,) = [row["run_id"] for row in read_delta(root / "jvm_warehouse" / "meta" / "runs").to_pylist()]
     for name, path in warehouse_tables(root / "jvm_warehouse").items():
         assert {commit.get("userMetadata") for commit in DeltaTable(str(path)).history()} == {run_id}, name
-
-
-def test_jvm_export_gives_the_same_shards_as_sail(both_engines):
-    root, _ = both_engines
-    args = ["--where", "aesthetic_score > 4", "--rows-per-shard", "100"]
-    submitted = spark_submit("--config", str(root / "jvm.yaml"), *args, "--out", str(root / "jvm_export"), job="export.py")
-    assert submitted.returncode == 0, submitted.stdout[-3000:]
-    assert main(["export", "--config", str(root / "sail.yaml"), *args, "--out", str(root / "sail_export")]) == 0
-    names = sorted(p.name for p in (root / "sail_export" / "shards").iterdir())
-    assert len(names) > 1 and names == sorted(p.name for p in (root / "jvm_export" / "shards").iterdir())
-    for name in names:
-        jvm = pq.read_table(root / "jvm_export" / "shards" / name)
-        sail = pq.read_table(root / "sail_export" / "shards" / name)
-        assert jvm.schema == sail.schema, name
-        assert jvm.to_pylist() == sail.to_pylist(), name
 
 
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import REPO, assert_same_rows, read_delta, run_in_own_group
+from etl.project.project import load_project
+from helpers import REPO, assert_same_rows, read_delta, run_in_own_group, runs
 from web_standin import img2dataset_env, served_format, web_standin
 
 pytestmark = pytest.mark.timeout(1500)
@@ -144,4 +145,12 @@ def test_the_readme_commands_run_verbatim_after_the_demo(tmp_path):
                for folder in ("data/exports/cluster-sd2", "data/exports/sd2")]
     assert exports[0].column_names == exports[1].column_names
     assert exports[0].num_rows > 0 and exports[0].to_pylist() == exports[1].to_pylist()
+    # dq submitted to the cluster checked every table the cluster built, and wrote its report.
+    recorded = runs(copy / "data/cluster/warehouse")
+    assert [(r["command"], r["engine"], r["status"]) for r in recorded] == [
+        ("build", "spark", "succeeded"), ("dq", "spark", "succeeded")]
+    assert all(Path(r["report_path"]).is_file() for r in recorded)
+    checked = {r["table_name"] for r in read_delta(copy / "data/cluster/warehouse/meta/dq_results").to_pylist()
+               if r["run_id"] == recorded[1]["run_id"]}
+    assert checked == {table.name for table in load_project().tables}
 
