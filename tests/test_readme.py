@@ -76,7 +76,8 @@ def run_script(script: str, cwd: Path, env: dict, timeout: float) -> subprocess.
 
 def readme_env(copy: Path, proxy: str) -> dict:
     # A user's shell has none of these: the test's own settings, and the mark an in-process Sail
-    # session leaves (pyspark would take spark-submit's jobs for Spark Connect clients).
+    # session leaves (pyspark would take spark-submit's jobs for Spark Connect clients). The JIT
+    # setting of the suite's JVMs (conftest.py) stays: it changes how fast they run, not what.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LAION_ETL__", "VIRTUAL_ENV", "PYTEST", "SPARK_CONNECT_MODE_ENABLED"))}
     env = img2dataset_env(proxy, copy.parent / "web-standin", env)
