@@ -3,7 +3,7 @@
 # Each test has a deadline (setup.cfg `timeout`, enforced even when a thread is stuck in C:
 # tests/pytest_hang_watchdog.py); the whole suite has one too (LAION_TEST_SUITE_TIMEOUT, 55m), after
 # which pytest gets SIGTERM, prints every thread's stack and dies, so CI fails well before its limit
-# (90 minutes, setup included; the suite took 22 minutes on a 2-core machine at 91c5707, 27-43 before).
+# (90 minutes, setup included; the suite took 19-22 minutes on a 2-core machine since 91c5707, 27-43 before).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
